@@ -1,0 +1,313 @@
+"""Columnar micro-batches: the items that flow from the dataflow to the actors.
+
+DESIGN.md's performance rule: one item carries many events of one symbol as NumPy columns, never
+one Python object per trade. These containers are plain NumPy so that `engine/` stays free of
+Bytewax and Ray; `storage/schemas.py` holds the matching Arrow schemas for the tape and journal.
+
+Conventions:
+- every timestamp is int64 nanoseconds since the epoch, UTC;
+- `side` of a trade is the aggressor: +1 buyer-initiated, -1 seller-initiated;
+- `side` of a book level is +1 bid, -1 ask;
+- a batch's `watermark` promises that every event of that symbol with `ts_event < watermark` has
+  been delivered in this or an earlier batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BUY = 1
+SELL = -1
+BID = 1
+ASK = -1
+
+
+def _check_lengths(name: str, columns: dict[str, np.ndarray]) -> None:
+    lengths = {key: len(value) for key, value in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{name}: columns have different lengths: {lengths}")
+
+
+@dataclass(frozen=True)
+class TradeColumns:
+    """Trades of one symbol in event-time order."""
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    trade_id: np.ndarray  # int64
+    price: np.ndarray  # float64
+    qty: np.ndarray  # float64
+    side: np.ndarray  # int8, +1 buy aggressor, -1 sell aggressor
+
+    def __post_init__(self) -> None:
+        _check_lengths("TradeColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "trade_id": self.trade_id,
+            "price": self.price,
+            "qty": self.qty,
+            "side": self.side,
+        }
+
+    def take(self, index: np.ndarray | slice) -> TradeColumns:
+        return TradeColumns(**{key: value[index] for key, value in self.as_dict().items()})
+
+    @staticmethod
+    def empty() -> TradeColumns:
+        return TradeColumns(
+            ts_event=np.empty(0, np.int64),
+            ts_recv=np.empty(0, np.int64),
+            trade_id=np.empty(0, np.int64),
+            price=np.empty(0, np.float64),
+            qty=np.empty(0, np.float64),
+            side=np.empty(0, np.int8),
+        )
+
+    @staticmethod
+    def concat(parts: list[TradeColumns]) -> TradeColumns:
+        if not parts:
+            return TradeColumns.empty()
+        keys = parts[0].as_dict().keys()
+        return TradeColumns(
+            **{key: np.concatenate([part.as_dict()[key] for part in parts]) for key in keys}
+        )
+
+
+@dataclass(frozen=True)
+class BookDeltaColumns:
+    """Diff-depth updates, one row per changed level; rows of one update share its ids.
+
+    `prev_final_update_id` is the futures `pu` field and -1 where the venue has none (spot).
+    A quantity of 0 removes the level.
+    """
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    first_update_id: np.ndarray  # int64 (U)
+    final_update_id: np.ndarray  # int64 (u)
+    prev_final_update_id: np.ndarray  # int64 (pu) or -1
+    side: np.ndarray  # int8, +1 bid, -1 ask
+    price: np.ndarray  # float64
+    qty: np.ndarray  # float64
+
+    def __post_init__(self) -> None:
+        _check_lengths("BookDeltaColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "first_update_id": self.first_update_id,
+            "final_update_id": self.final_update_id,
+            "prev_final_update_id": self.prev_final_update_id,
+            "side": self.side,
+            "price": self.price,
+            "qty": self.qty,
+        }
+
+    @staticmethod
+    def empty() -> BookDeltaColumns:
+        ints = np.empty(0, np.int64)
+        floats = np.empty(0, np.float64)
+        return BookDeltaColumns(ints, ints, ints, ints, ints, np.empty(0, np.int8), floats, floats)
+
+
+@dataclass(frozen=True)
+class BookSnapshotColumns:
+    """Full-depth snapshots (REST), one row per level; rows of one snapshot share its id."""
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    last_update_id: np.ndarray  # int64
+    side: np.ndarray  # int8
+    price: np.ndarray  # float64
+    qty: np.ndarray  # float64
+
+    def __post_init__(self) -> None:
+        _check_lengths("BookSnapshotColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "last_update_id": self.last_update_id,
+            "side": self.side,
+            "price": self.price,
+            "qty": self.qty,
+        }
+
+    @staticmethod
+    def empty() -> BookSnapshotColumns:
+        ints = np.empty(0, np.int64)
+        floats = np.empty(0, np.float64)
+        return BookSnapshotColumns(ints, ints, ints, np.empty(0, np.int8), floats, floats)
+
+
+@dataclass(frozen=True)
+class QuoteColumns:
+    """Best bid and ask (bookTicker), or top of the synced book sampled by the dataflow."""
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    update_id: np.ndarray  # int64
+    bid_price: np.ndarray  # float64
+    bid_qty: np.ndarray  # float64
+    ask_price: np.ndarray  # float64
+    ask_qty: np.ndarray  # float64
+
+    def __post_init__(self) -> None:
+        _check_lengths("QuoteColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "update_id": self.update_id,
+            "bid_price": self.bid_price,
+            "bid_qty": self.bid_qty,
+            "ask_price": self.ask_price,
+            "ask_qty": self.ask_qty,
+        }
+
+    @staticmethod
+    def empty() -> QuoteColumns:
+        ints = np.empty(0, np.int64)
+        floats = np.empty(0, np.float64)
+        return QuoteColumns(ints, ints, ints, floats, floats, floats, floats)
+
+
+@dataclass(frozen=True)
+class DepthSamples:
+    """Top `levels` of the synced book, sampled at each 1-second boundary while in sync.
+
+    Arrays of shape (samples, levels); missing levels are NaN. The paper matcher walks these.
+    """
+
+    ts_event: np.ndarray  # int64, shape (samples,)
+    bid_price: np.ndarray  # float64, shape (samples, levels), best first
+    bid_qty: np.ndarray
+    ask_price: np.ndarray
+    ask_qty: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+# Columns every bar carries; book columns are NaN where no synced book was present.
+BAR_FIELDS: tuple[str, ...] = (
+    "ts_open",
+    "ts_close",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "buy_volume",
+    "sell_volume",
+    "trade_count",
+    "vwap",
+    "order_flow_imbalance",
+    "spread",
+    "top_imbalance",
+    "depth_bid_5pct",
+    "depth_ask_5pct",
+)
+
+
+@dataclass(frozen=True)
+class BarColumns:
+    """Closed bars of one symbol and timeframe, oldest first, plus indicator columns.
+
+    `ts_open` is the window start and `ts_close` the window end (exclusive): a bar is known at
+    `ts_close` in event time, never earlier. Indicator columns (named by `IndicatorSpec.columns`)
+    are NaN until warmed up.
+    """
+
+    timeframe: str
+    columns: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        missing = [name for name in BAR_FIELDS if name not in self.columns]
+        if missing:
+            raise ValueError(f"BarColumns({self.timeframe}): missing columns {missing}")
+        _check_lengths(f"BarColumns({self.timeframe})", self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns["ts_close"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A bad input row routed aside with its reason, never dropped silently."""
+
+    stage: str  # e.g. "parse_frames", "validate_trades", "sync_book"
+    reason: str  # short machine-friendly reason, e.g. "nan_price", "duplicate_trade_id"
+    detail: str  # human explanation naming what was wrong and where
+    source: str  # where it came from: "file.gz:line 123", "tape:trades row 55"
+    symbol: str | None = None
+    ts_event: int | None = None
+    ts_recv: int | None = None
+    payload: str = ""  # the raw row or frame, truncated to 2,000 characters
+
+
+@dataclass(frozen=True)
+class MarketChunk:
+    """Raw events of one symbol as read from a tape or parsed from frames, in arrival order."""
+
+    symbol: str
+    sequence: int
+    trades: TradeColumns
+    deltas: BookDeltaColumns = field(default_factory=BookDeltaColumns.empty)
+    snapshots: BookSnapshotColumns = field(default_factory=BookSnapshotColumns.empty)
+    quotes: QuoteColumns = field(default_factory=QuoteColumns.empty)
+    dead_letters: tuple[DeadLetter, ...] = ()
+    end_of_stream: bool = False
+
+
+@dataclass(frozen=True)
+class BookEvent:
+    """A book-sync event worth journaling: synced, gap, crossed book, stale snapshot, resync."""
+
+    symbol: str
+    ts_event: int
+    kind: str  # "synced", "gap", "crossed", "stale_snapshot", "resync_requested"
+    detail: str
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """What a SymbolActor receives: one symbol's slice of event time with its closed bars.
+
+    `trades` are the valid trades of the slice (for fills and stop checks); `bars` maps each
+    timeframe to the bars that closed in this slice (`ts_close <= watermark`).
+    """
+
+    symbol: str
+    sequence: int
+    watermark: int
+    trades: TradeColumns
+    bars: dict[str, BarColumns]
+    quotes: QuoteColumns | None = None
+    depth: DepthSamples | None = None
+    book_events: tuple[BookEvent, ...] = ()
+    end_of_stream: bool = False

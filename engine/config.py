@@ -1,0 +1,194 @@
+"""Run configuration: YAML under `configs/`, validated into frozen typed objects at load time.
+
+Errors name the file, the key and what is allowed. Secrets never live here: API keys come from
+environment variables at run time (see `engine.secrets`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.timeframes import DEFAULT_TIMEFRAMES, TIMEFRAMES, parse_duration_ns
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_timeframe(value: str) -> str:
+    if value not in TIMEFRAMES:
+        raise ValueError(f"unknown timeframe {value!r}; allowed: {', '.join(TIMEFRAMES)}")
+    return value
+
+
+class EmaCrossConfig(_Frozen):
+    """EMA(fast)/EMA(slow) crossover, long or short, reverse on cross, fixed size."""
+
+    kind: Literal["ema_cross"] = "ema_cross"
+    timeframe: str = "1m"
+    fast_period: int = Field(10, ge=1)
+    slow_period: int = Field(20, ge=2)
+    quantity: float = Field(0.01, gt=0, description="fixed order size in base units")
+
+    _tf = field_validator("timeframe")(_check_timeframe)
+
+
+class MomentumBreakoutConfig(_Frozen):
+    """Intraday momentum breakout; defaults are the specification in issue 2."""
+
+    kind: Literal["momentum_breakout"] = "momentum_breakout"
+    timeframe: str = "15m"
+    trend_timeframe: str = "4h"
+    donchian_period: int = Field(20, ge=2)
+    trend_fast_period: int = Field(20, ge=1)
+    trend_slow_period: int = Field(50, ge=2)
+    volume_sma_period: int = Field(20, ge=1)
+    volume_multiple: float = Field(1.5, gt=0)
+    rsi_period: int = Field(14, ge=2)
+    rsi_long_low: float = 50.0
+    rsi_long_high: float = 75.0
+    rsi_short_low: float = 25.0
+    rsi_short_high: float = 50.0
+    atr_period: int = Field(14, ge=2)
+    min_atr_pct: float = Field(0.003, ge=0)
+    max_atr_pct: float = Field(0.04, gt=0)
+    entry_score: int = Field(4, ge=0, le=5)
+    stop_atr: float = Field(1.5, gt=0)
+    min_stop_pct: float = Field(0.005, ge=0)
+    tp1_atr: float = Field(3.0, gt=0)
+    tp1_fraction: float = Field(0.5, gt=0, le=1)
+    breakeven_offset_pct: float = Field(0.0005, ge=0)
+    trail_atr: float = Field(2.0, gt=0)
+    tp2_atr: float = Field(6.0, gt=0)
+    max_holding: str = "24h"
+
+    _tf = field_validator("timeframe", "trend_timeframe")(_check_timeframe)
+
+    @field_validator("max_holding")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration_ns(value)
+        return value
+
+    @property
+    def max_holding_ns(self) -> int:
+        return parse_duration_ns(self.max_holding)
+
+
+StrategyConfig = Annotated[EmaCrossConfig | MomentumBreakoutConfig, Field(discriminator="kind")]
+
+
+class RiskConfig(_Frozen):
+    """Portfolio risk limits applied by the PortfolioRiskActor to every intent."""
+
+    risk_per_trade: float = Field(0.01, gt=0, le=1, description="fraction of equity at risk")
+    max_leverage: float = Field(3.0, gt=0)
+    max_open_positions: int = Field(5, ge=1)
+    max_portfolio_heat: float = Field(0.05, gt=0, le=1)
+    daily_loss_limit: float = Field(0.03, gt=0, le=1)
+    default_stop_pct: float = Field(
+        0.02, gt=0, le=1, description="stop distance assumed for heat when an intent has none"
+    )
+
+
+class SimulationConfig(_Frozen):
+    """Paper matching: latency, fees and slippage. The RNG is seeded for deterministic replay."""
+
+    latency_ms: float = Field(50.0, ge=0, description="mean order latency")
+    latency_jitter_ms: float = Field(10.0, ge=0, description="uniform jitter around the mean")
+    maker_fee_bps: float = Field(1.0, ge=0)
+    taker_fee_bps: float = Field(4.0, ge=0)
+    default_spread_bps: float = Field(
+        1.0, ge=0, description="spread assumed when no quote or book is present"
+    )
+    impact_bps_per_unit_participation: float = Field(
+        10.0, ge=0, description="impact term: bps per unit of order size / bar volume"
+    )
+    seed: int = 7
+
+
+class ReplayConfig(_Frozen):
+    """How a replay slices its input into batches (DESIGN.md: large batches in replay)."""
+
+    batch_rows: int = Field(200_000, ge=1, description="max trades per batch")
+    batch_duration: str = Field("60m", description="max event time per batch")
+    workers: int = Field(1, ge=1, le=8)
+    max_batches_in_flight: int = Field(4, ge=1)
+    depth_levels: int = Field(20, ge=1, description="book levels sampled for the matcher")
+
+    @field_validator("batch_duration")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration_ns(value)
+        return value
+
+    @property
+    def batch_duration_ns(self) -> int:
+        return parse_duration_ns(self.batch_duration)
+
+
+class RunConfig(_Frozen):
+    """Everything a replay or live run needs, apart from the input and the journal path."""
+
+    name: str = "run"
+    initial_equity: float = Field(100_000.0, gt=0)
+    timeframes: tuple[str, ...] = DEFAULT_TIMEFRAMES
+    strategy: StrategyConfig = Field(default_factory=MomentumBreakoutConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            _check_timeframe(name)
+        return tuple(sorted(set(value), key=lambda name: TIMEFRAMES[name]))
+
+
+class ConfigError(ValueError):
+    """A config file could not be read or failed validation; the message names file and key."""
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = [f"invalid config {path}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: Path | str = "<dict>") -> RunConfig:
+    """Validate a mapping into a RunConfig; raises ConfigError naming the key."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(Path(source), error)) from None
+
+
+def load_config(path: Path | str) -> RunConfig:
+    """Load and validate a YAML run config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping, got {type(data).__name__}")
+    return parse_config(data, path)
+
+
+def config_hash_text(config: RunConfig) -> str:
+    """Canonical JSON of a config, for the journal's `runs` row."""
+    return config.model_dump_json()

@@ -1,0 +1,185 @@
+"""Arrow schemas of the recorded tape and of the journal tables.
+
+Tape tables mirror the columnar batches in `engine.batches` plus a `symbol` column. Journal tables
+each have a stable `key` column, unique within a run, so that a replay resumed after a crash can
+write again without duplicates (the journal ignores rows whose key it already holds).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# ---------------------------------------------------------------- tape
+
+TRADES = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("trade_id", pa.int64()),
+        ("price", pa.float64()),
+        ("qty", pa.float64()),
+        ("side", pa.int8()),
+    ]
+)
+
+BOOK_DELTAS = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("first_update_id", pa.int64()),
+        ("final_update_id", pa.int64()),
+        ("prev_final_update_id", pa.int64()),
+        ("side", pa.int8()),
+        ("price", pa.float64()),
+        ("qty", pa.float64()),
+    ]
+)
+
+BOOK_SNAPSHOTS = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("last_update_id", pa.int64()),
+        ("side", pa.int8()),
+        ("price", pa.float64()),
+        ("qty", pa.float64()),
+    ]
+)
+
+BEST_BID_ASK = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("update_id", pa.int64()),
+        ("bid_price", pa.float64()),
+        ("bid_qty", pa.float64()),
+        ("ask_price", pa.float64()),
+        ("ask_qty", pa.float64()),
+    ]
+)
+
+BARS = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("timeframe", pa.string()),
+        ("ts_open", pa.int64()),
+        ("ts_close", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("buy_volume", pa.float64()),
+        ("sell_volume", pa.float64()),
+        ("trade_count", pa.int64()),
+        ("vwap", pa.float64()),
+        ("order_flow_imbalance", pa.float64()),
+        ("spread", pa.float64()),
+        ("top_imbalance", pa.float64()),
+        ("depth_bid_5pct", pa.float64()),
+        ("depth_ask_5pct", pa.float64()),
+    ]
+)
+
+TAPE_TABLES: dict[str, pa.Schema] = {
+    "trades": TRADES,
+    "book_deltas": BOOK_DELTAS,
+    "book_snapshots": BOOK_SNAPSHOTS,
+    "best_bid_ask": BEST_BID_ASK,
+}
+
+# ---------------------------------------------------------------- journal
+
+_F = pa.float64()
+_I = pa.int64()
+_S = pa.string()
+_B = pa.bool_()
+
+JOURNAL_TABLES: dict[str, pa.Schema] = {
+    "signals": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("symbol", _S), ("strategy", _S), ("ts_event", _I),
+            ("timeframe", _S), ("direction", pa.int8()), ("score", _F), ("reason", _S),
+            ("acted", _B), ("reference_price", _F), ("predicted_reward", _F),
+            ("actual_reward", _F), ("dex_price", _F), ("cex_price", _F),
+            ("order_flow_imbalance", _F), ("top_imbalance", _F), ("depth_bid_5pct", _F),
+            ("depth_ask_5pct", _F), ("regime", _S), ("data_latency_ms", _F),
+            ("execution_latency_ms", _F), ("estimated_slippage_bps", _F),
+            ("actual_slippage_bps", _F), ("details", _S),
+        ]
+    ),
+    "risk_decisions": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("intent_id", _S),
+            ("signal_id", _S), ("side", pa.int8()), ("intent_kind", _S), ("reduce_only", _B),
+            ("requested_qty", _F), ("approved_qty", _F), ("approved", _B), ("rule", _S),
+            ("reason", _S), ("equity", _F), ("portfolio_heat", _F), ("open_positions", _I),
+            ("gross_leverage", _F), ("daily_pnl", _F),
+        ]
+    ),
+    "orders": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("order_id", _S),
+            ("client_order_id", _S), ("venue_order_id", _S), ("intent_id", _S), ("side", pa.int8()),
+            ("order_type", _S), ("quantity", _F), ("price", _F), ("filled_qty", _F),
+            ("state", _S), ("reason", _S),
+        ]
+    ),
+    "fills": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("order_id", _S),
+            ("side", pa.int8()), ("quantity", _F), ("price", _F), ("reference_price", _F),
+            ("fee", _F), ("liquidity", _S), ("slippage_bps", _F), ("latency_ms", _F),
+        ]
+    ),
+    "trades": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("symbol", _S), ("side", pa.int8()), ("entry_ts", _I),
+            ("exit_ts", _I), ("entry_price", _F), ("exit_price", _F), ("quantity", _F),
+            ("pnl", _F), ("fees", _F), ("return_pct", _F), ("mfe", _F), ("mae", _F),
+            ("exit_reason", _S), ("entry_signal_id", _S), ("entry_score", _F),
+        ]
+    ),
+    "positions": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("quantity", _F),
+            ("avg_price", _F), ("mark_price", _F), ("realized_pnl", _F), ("unrealized_pnl", _F),
+            ("stop_price", _F),
+        ]
+    ),
+    "equity": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("ts_event", _I), ("equity", _F), ("realized_pnl", _F),
+            ("unrealized_pnl", _F), ("fees", _F), ("portfolio_heat", _F), ("gross_leverage", _F),
+            ("open_positions", _I), ("drawdown", _F),
+        ]
+    ),
+    "features": pa.schema(
+        [("key", _S), ("run_id", _S)] + [field for field in BARS] + [("indicators", _S)]
+    ),
+    "book_events": pa.schema(
+        [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("kind", _S),
+         ("detail", _S)]
+    ),
+    "dead_letters": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("stage", _S), ("reason", _S), ("detail", _S),
+            ("source", _S), ("symbol", _S), ("ts_event", _I), ("ts_recv", _I), ("payload", _S),
+        ]
+    ),
+    "runs": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("started_at", pa.timestamp("us", tz="UTC")),
+            ("finished_at", pa.timestamp("us", tz="UTC")), ("mode", _S), ("input_path", _S),
+            ("data_hash", _S), ("config", _S), ("code_version", _S), ("workers", _I),
+            ("summary", _S),
+        ]
+    ),
+}
+
+# Columns that differ between two otherwise identical runs; determinism checks ignore them.
+NONDETERMINISTIC_COLUMNS: frozenset[str] = frozenset({"run_id", "started_at", "finished_at"})
