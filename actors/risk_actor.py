@@ -1,0 +1,57 @@
+"""PortfolioRiskActor: the one place every intent is approved, sized or rejected.
+
+A thin Ray shell around `engine.risk.PortfolioRisk`. Updates (fills, marks) may arrive from
+several symbols in any order; PortfolioRisk applies them lazily in (ts_event, symbol, sequence)
+order, so decisions are the same whatever the message order (DESIGN.md, time and determinism).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from engine.risk import PortfolioRisk
+
+from engine.config import RiskConfig
+from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
+
+_JOURNAL_FLUSH_ROWS = 2_000
+
+
+@ray.remote(max_restarts=0)
+class PortfolioRiskActor:
+    def __init__(self, config: RiskConfig, initial_equity: float, journal: Any) -> None:
+        self._risk = PortfolioRisk(config, initial_equity)
+        self._journal = journal
+        self._pending_rows = 0
+
+    def submit(self, updates: Sequence[PortfolioUpdate]) -> None:
+        self._risk.submit(updates)
+
+    def decide(self, intent: OrderIntent, updates: Sequence[PortfolioUpdate]) -> RiskDecision:
+        self._risk.submit(updates)
+        decision = self._risk.decide(intent)
+        self._pending_rows += 1
+        if self._pending_rows >= _JOURNAL_FLUSH_ROWS:
+            self._flush_journal()
+        return decision
+
+    def halt(self, reason: str) -> None:
+        """Kill switch: no new entries until `resume`; exits still pass."""
+        self._risk.halt(reason)
+
+    def resume(self) -> None:
+        self._risk.resume()
+
+    def _flush_journal(self) -> None:
+        rows = self._risk.drain_journal()
+        if any(rows.values()):
+            self._journal.append_many.remote(rows)
+        self._pending_rows = 0
+
+    def finish(self) -> dict[str, Any]:
+        """Apply every buffered update, journal what is left and return the portfolio summary."""
+        self._risk.finish()
+        self._flush_journal()
+        return self._risk.summary()

@@ -1,0 +1,201 @@
+"""Supervisor: creates the run's actors, feeds them batches and orders cross-symbol decisions.
+
+It lives in the driver process, next to the dataflow's sink. Each symbol's batches are stepped
+through its SymbolActor one call per batch. Risk decisions are taken in (ts_event, symbol)
+order as a stream processor aligns watermarks: a symbol may decide an intent at time t only when
+every other symbol has processed all of its events before t (its watermark, or the time of the
+intent it is paused at). The supervisor grants each step such a horizon; a step that reaches an
+intent beyond it pauses and is resumed once the others have caught up. Single-symbol runs never
+pause. Calls in flight are bounded: the sink blocks while too many batches are queued.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from engine.symbol_engine import StepResult
+
+from actors.journal_actor import JournalActor
+from actors.risk_actor import PortfolioRiskActor
+from actors.symbol_actor import SymbolActor
+from engine.batches import FeatureBatch
+from engine.config import RunConfig
+from engine.metrics import RunMetrics
+
+FOREVER = 2**63 - 1
+_FINISH = "finish"
+
+
+@dataclass
+class _SymbolState:
+    actor: Any
+    queue: deque[Any] = field(default_factory=deque)
+    running: Any = None  # ObjectRef of the step in flight
+    dispatched_at: float = 0.0
+    paused: bool = False
+    pending_intent_ts: int = 0
+    watermark: int = -FOREVER
+    finishing: bool = False
+    finished: bool = False
+
+    def bound(self) -> int:
+        """No event of this symbol below this time is still to come (FOREVER once finished)."""
+        if self.finished:
+            return FOREVER
+        return self.pending_intent_ts if self.paused else self.watermark
+
+
+class Supervisor:
+    """Owns the JournalActor, the PortfolioRiskActor and one SymbolActor per symbol."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        symbols: Iterable[str],
+        journal_path: str,
+        run_id: str,
+        metrics: RunMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.metrics = metrics or RunMetrics()
+        self.journal = JournalActor.options(name=f"journal-{run_id}").remote(journal_path, run_id)
+        self.risk = PortfolioRiskActor.options(name=f"risk-{run_id}").remote(
+            config.risk, config.initial_equity, self.journal
+        )
+        self._symbols: dict[str, _SymbolState] = {}
+        for symbol in sorted(set(symbols)):
+            actor = SymbolActor.options(name=f"symbol-{symbol}-{run_id}").remote(
+                symbol, config, self.risk, self.journal
+            )
+            self._symbols[symbol] = _SymbolState(actor=actor)
+        if not self._symbols:
+            raise ValueError("a run needs at least one symbol")
+        self._last_submit: Any = None
+        self._closed = False
+        self.step_calls = 0
+
+    # ------------------------------------------------------------------ input from the dataflow
+
+    def on_features(self, batch: FeatureBatch) -> None:
+        state = self._symbols.get(batch.symbol)
+        if state is None:
+            raise KeyError(f"batch for symbol {batch.symbol!r}: not a symbol of this run")
+        self.metrics.add("bars", sum(len(bars) for bars in batch.bars.values()))
+        state.queue.append((batch, time.perf_counter()))
+        self._pump(block_for_room=True)
+
+    def on_journal_rows(self, rows_by_table: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Rows produced in the dataflow (dead letters, book events) go straight to the writer."""
+        if any(rows_by_table.values()):
+            self.journal.append_many.remote(dict(rows_by_table))
+
+    # ------------------------------------------------------------------ coordination
+
+    def _horizon(self, symbol: str) -> int:
+        horizon = FOREVER
+        for other, state in self._symbols.items():
+            if other == symbol:
+                continue
+            bound = state.bound()
+            if bound != FOREVER and symbol < other:
+                bound += 1  # ties in time go to the smaller symbol
+            horizon = min(horizon, bound)
+        return horizon
+
+    def _dependencies(self) -> tuple[Any, ...]:
+        return () if self._last_submit is None else (self._last_submit,)
+
+    def _dispatch_ready(self) -> None:
+        for symbol, state in self._symbols.items():
+            if state.running is not None or state.finished:
+                continue
+            horizon = self._horizon(symbol)
+            if state.paused:
+                if state.pending_intent_ts < horizon:
+                    state.running = state.actor.step.remote(None, horizon, *self._dependencies())
+                    state.paused = False
+                    self.step_calls += 1
+                continue
+            if not state.queue:
+                continue
+            item, queued_at = state.queue.popleft()
+            state.dispatched_at = queued_at
+            if item == _FINISH:
+                state.finishing = True
+                state.running = state.actor.finish.remote(*self._dependencies())
+            else:
+                state.running = state.actor.step.remote(item, horizon, *self._dependencies())
+            self.step_calls += 1
+
+    def _collect(self, timeout: float | None) -> bool:
+        refs = [state.running for state in self._symbols.values() if state.running is not None]
+        if not refs:
+            return False
+        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        for ref in done:
+            symbol, state = next((s, st) for s, st in self._symbols.items() if st.running == ref)
+            result: StepResult = ray.get(ref)
+            state.running = None
+            self._absorb(symbol, state, result)
+        return bool(done)
+
+    def _absorb(self, symbol: str, state: _SymbolState, result: StepResult) -> None:
+        if result.updates:
+            self._last_submit = self.risk.submit.remote(result.updates)
+        for name, amount in result.counters.items():
+            if name in self.metrics.totals:
+                self.metrics.add(name, amount)
+        if result.paused:
+            state.paused = True
+            state.pending_intent_ts = int(result.pending_intent_ts or result.watermark)
+        else:
+            self.metrics.batch_latency.observe(time.perf_counter() - state.dispatched_at)
+        state.watermark = max(state.watermark, result.watermark)
+        if state.finishing and not result.paused:
+            state.finished = True
+
+    def _queued(self) -> int:
+        return sum(len(state.queue) for state in self._symbols.values())
+
+    def _pump(self, block_for_room: bool) -> None:
+        limit = self.config.replay.max_batches_in_flight
+        while True:
+            self._dispatch_ready()
+            collected = self._collect(timeout=0)
+            if collected:
+                continue
+            if block_for_room and self._queued() >= limit and self._collect(timeout=None):
+                continue
+            return
+
+    # ------------------------------------------------------------------ end of run
+
+    def close(self) -> dict[str, Any]:
+        """Drain every symbol, finish them, close risk and journal; return the run's summary."""
+        if self._closed:
+            raise RuntimeError("supervisor already closed")
+        self._closed = True
+        for state in self._symbols.values():
+            state.queue.append((_FINISH, time.perf_counter()))
+        while not all(state.finished for state in self._symbols.values()):
+            self._dispatch_ready()
+            if not self._collect(timeout=None):
+                stuck = {s: (st.paused, st.pending_intent_ts) for s, st in self._symbols.items()}
+                raise RuntimeError(f"replay cannot make progress; symbol states: {stuck}")
+        if self._last_submit is not None:
+            ray.get(self._last_submit)
+        portfolio = ray.get(self.risk.finish.remote())
+        rows_written = ray.get(self.journal.close.remote())
+        return {"portfolio": portfolio, "rows_written": rows_written}
+
+    def kill(self) -> None:
+        for state in self._symbols.values():
+            ray.kill(state.actor)
+        ray.kill(self.risk)
+        ray.kill(self.journal)

@@ -1,0 +1,164 @@
+"""The per-symbol steps of the feature dataflow, as pure functions over small explicit state.
+
+Each step takes its state (None at first) and a `StagedChunk` and returns the new state and the
+chunk with its outputs added, which is exactly the shape of a Bytewax `stateful_map` mapper. The
+steps know nothing of Bytewax, so they are unit tested directly and reused by live mode.
+
+Late and bad items never crash a step and are never dropped silently: each step appends them to
+the chunk's dead letters with a reason, and `flow.py` routes those to their own stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from dataflows.book import BookSynchronizer, BookTrack
+from dataflows.validate import QuoteValidator, TradeValidator
+from dataflows.windows import BarFolder
+from engine.batches import (
+    BarColumns,
+    BookEvent,
+    DeadLetter,
+    DepthSamples,
+    FeatureBatch,
+    MarketChunk,
+    QuoteColumns,
+    TradeColumns,
+)
+from engine.indicator_spec import IndicatorSpec
+from engine.indicators import IndicatorSet
+
+END_OF_TIME = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class StagedChunk:
+    """A MarketChunk on its way through the steps, collecting each step's outputs."""
+
+    chunk: MarketChunk
+    trades: TradeColumns | None = None
+    quotes: QuoteColumns | None = None
+    book_track: BookTrack | None = None
+    depth: DepthSamples | None = None
+    book_events: tuple[BookEvent, ...] = ()
+    dead_letters: tuple[DeadLetter, ...] = ()
+    watermark: int = -END_OF_TIME
+    bars: dict[str, BarColumns] = field(default_factory=dict)
+
+    @property
+    def symbol(self) -> str:
+        return self.chunk.symbol
+
+
+@dataclass
+class ValidateState:
+    trades: TradeValidator
+    quotes: QuoteValidator
+    watermark: int = -END_OF_TIME
+
+
+def validate_events(
+    state: ValidateState | None, staged: StagedChunk
+) -> tuple[ValidateState, StagedChunk]:
+    """Route NaN, negative, duplicate and out-of-order rows to dead letters; keep the rest."""
+    if state is None:
+        state = ValidateState(TradeValidator(), QuoteValidator())
+    chunk = staged.chunk
+    source = f"{chunk.symbol} chunk {chunk.sequence}"
+    trades, trade_letters = state.trades.validate(chunk.symbol, chunk.trades, source)
+    quotes, quote_letters = state.quotes.validate(chunk.symbol, chunk.quotes, source)
+    if len(trades):
+        state.watermark = max(state.watermark, int(trades.ts_event[-1]))
+    watermark = END_OF_TIME if chunk.end_of_stream else state.watermark
+    letters = chunk.dead_letters + tuple(trade_letters) + tuple(quote_letters)
+    return state, replace(
+        staged, trades=trades, quotes=quotes, dead_letters=letters, watermark=watermark
+    )
+
+
+def sync_book(
+    state: BookSynchronizer | None, staged: StagedChunk, *, depth_levels: int = 20
+) -> tuple[BookSynchronizer, StagedChunk]:
+    """Keep the local L2 book in sync from snapshots and diffs; sample it once a second."""
+    chunk = staged.chunk
+    if state is None:
+        state = BookSynchronizer(chunk.symbol, depth_levels=depth_levels)
+    if len(chunk.deltas) == 0 and len(chunk.snapshots) == 0:
+        return state, staged
+    result = state.apply(chunk.deltas, chunk.snapshots)
+    return state, replace(
+        staged,
+        book_track=result.track,
+        depth=result.depth,
+        book_events=staged.book_events + tuple(result.events),
+        dead_letters=staged.dead_letters + tuple(result.dead_letters),
+    )
+
+
+def fold_bars(
+    state: BarFolder | None, staged: StagedChunk, *, timeframes: tuple[str, ...]
+) -> tuple[BarFolder, StagedChunk]:
+    """Fold trades into event-time bars of every timeframe; emit the bars that closed."""
+    if state is None:
+        state = BarFolder(timeframes)
+    trades = staged.trades if staged.trades is not None else TradeColumns.empty()
+    bars = state.fold(trades, staged.watermark, staged.book_track)
+    if staged.chunk.end_of_stream:
+        flushed = state.flush(staged.watermark)
+        bars = _concat_bars(bars, flushed)
+    return state, replace(staged, bars=bars)
+
+
+def _concat_bars(
+    first: dict[str, BarColumns], second: dict[str, BarColumns]
+) -> dict[str, BarColumns]:
+    merged = dict(first)
+    for timeframe, bars in second.items():
+        if timeframe in merged and len(merged[timeframe]):
+            columns = {
+                name: np.concatenate([merged[timeframe].columns[name], values])
+                for name, values in bars.columns.items()
+            }
+            merged[timeframe] = BarColumns(timeframe, columns)
+        else:
+            merged[timeframe] = bars
+    return merged
+
+
+@dataclass
+class IndicatorState:
+    by_timeframe: dict[str, IndicatorSet]
+
+
+def compute_indicators(
+    state: IndicatorState | None, staged: StagedChunk, *, specs: tuple[IndicatorSpec, ...]
+) -> tuple[IndicatorState, FeatureBatch]:
+    """Extend each timeframe's bars with the indicators the strategy asked for."""
+    if state is None:
+        grouped: dict[str, list[IndicatorSpec]] = {}
+        for spec in specs:
+            grouped.setdefault(spec.timeframe, []).append(spec)
+        state = IndicatorState({tf: IndicatorSet(group) for tf, group in grouped.items()})
+    bars: dict[str, BarColumns] = {}
+    for timeframe, frame in staged.bars.items():
+        indicator_set = state.by_timeframe.get(timeframe)
+        if indicator_set is None:
+            bars[timeframe] = frame
+            continue
+        extra = indicator_set.update(frame.columns)
+        bars[timeframe] = BarColumns(timeframe, {**frame.columns, **extra})
+    chunk = staged.chunk
+    batch = FeatureBatch(
+        symbol=chunk.symbol,
+        sequence=chunk.sequence,
+        watermark=staged.watermark,
+        trades=staged.trades if staged.trades is not None else TradeColumns.empty(),
+        bars=bars,
+        quotes=staged.quotes if staged.quotes is not None and len(staged.quotes) else None,
+        depth=staged.depth if staged.depth is not None and len(staged.depth) else None,
+        book_events=staged.book_events,
+        end_of_stream=chunk.end_of_stream,
+    )
+    return state, batch

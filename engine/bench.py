@@ -1,0 +1,150 @@
+"""`ats bench replay`: ATS end to end against a vectorised NumPy reference, in one run.
+
+The workload is the EMA-cross parity baseline on 1-minute bars. Both sides are timed from opening
+the tape; ATS until its journal is closed, the reference until it has counted crossings. Starting
+Ray is outside the timed span (a deployment keeps its cluster up) and reported as `ray_start_s`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+
+from engine.config import EmaCrossConfig, RunConfig, load_config
+from engine.timeframes import NS_PER_MINUTE
+
+
+def reference_ema(values: np.ndarray, period: int) -> np.ndarray:
+    """TA-Lib EMA (seeded with the SMA of the first `period` values), vectorised via lfilter."""
+    from scipy.signal import lfilter
+
+    result = np.full(len(values), np.nan)
+    if len(values) < period:
+        return result
+    alpha = 2.0 / (period + 1)
+    seed = values[:period].mean()
+    tail = values[period:]
+    filtered, _ = lfilter([alpha], [1.0, alpha - 1.0], tail, zi=[(1 - alpha) * seed])
+    result[period - 1] = seed
+    result[period:] = filtered
+    return result
+
+
+def count_crossings(fast: np.ndarray, slow: np.ndarray) -> int:
+    """Crossings as ema_cross defines them: a non-zero sign differing from the last non-zero one."""
+    valid = ~(np.isnan(fast) | np.isnan(slow))
+    signs = np.sign(fast[valid] - slow[valid])
+    nonzero = signs[signs != 0]
+    return int(np.count_nonzero(nonzero[1:] != nonzero[:-1]))
+
+
+def reference_run(tape: Path, strategy: EmaCrossConfig) -> dict[str, Any]:
+    """Read the tape's trades, fold 1-minute closes and count EMA crossings, all in NumPy."""
+    started = time.perf_counter()
+    table = pq.read_table(tape / "trades.parquet", columns=["ts_event", "price"])
+    ts_event = table.column("ts_event").to_numpy()
+    price = table.column("price").to_numpy()
+    minute = ts_event // NS_PER_MINUTE
+    last_in_minute = np.flatnonzero(np.diff(minute)) if len(minute) else np.empty(0, np.int64)
+    closes = price[np.append(last_in_minute, len(price) - 1)] if len(price) else price
+    crossings = count_crossings(
+        reference_ema(closes, strategy.fast_period), reference_ema(closes, strategy.slow_period)
+    )
+    elapsed = time.perf_counter() - started
+    return {"trades": len(price), "seconds": elapsed, "crossings": crossings, "bars": len(closes)}
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and all its descendants (Ray included)."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.peak_bytes = 0
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        root = psutil.Process()
+        total = 0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def bench_replay(
+    tape: Path,
+    strategy: str = "ema_cross",
+    config_path: Path | None = None,
+    workers: int = 1,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    from engine.runtime import REPO_ROOT, run_replay, start_ray
+    from storage.report import count_signals
+
+    if strategy != "ema_cross":
+        raise ValueError(f"bench replay supports the parity baseline 'ema_cross', not {strategy!r}")
+    config = load_config(config_path or REPO_ROOT / "configs" / "bench_ema_cross.yaml")
+    if not isinstance(config.strategy, EmaCrossConfig):
+        raise ValueError("the bench config's strategy must be ema_cross")
+    with PeakMemory() as memory:
+        ray_start_s = start_ray()
+        reference = reference_run(tape, config.strategy)
+        with tempfile.TemporaryDirectory(prefix="ats-bench-") as scratch:
+            journal = Path(scratch) / "journal.duckdb"
+            result = run_replay([tape], config, journal, workers)
+            crossings = count_signals(journal, "ema_cross")
+    ats_seconds = result.timings["replay_s"]
+    trades = reference["trades"]
+    report: dict[str, Any] = {
+        "trades": trades,
+        "trades_per_s": round(trades / ats_seconds),
+        "reference_trades_per_s": round(trades / reference["seconds"]),
+        "ratio": round(reference["seconds"] / ats_seconds, 4),
+        "crossings": crossings,
+        "reference_crossings": reference["crossings"],
+        "peak_rss_mb": round(memory.peak_bytes / 2**20, 1),
+        "ray_start_s": round(ray_start_s, 3),
+        "ats_seconds": round(ats_seconds, 3),
+        "reference_seconds": round(reference["seconds"], 3),
+        "bars_1m": reference["bars"],
+        "actor_calls": result.summary.get("actor_calls"),
+        "workers": workers,
+    }
+    if crossings != reference["crossings"]:
+        raise AssertionError(
+            f"crossing counts differ: ATS {crossings}, NumPy reference {reference['crossings']}"
+        )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def default_bench_config() -> RunConfig:
+    return RunConfig(strategy=EmaCrossConfig())

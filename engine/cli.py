@@ -1,0 +1,178 @@
+"""The `ats` command line: replay, synthesize, import, report and benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
+    ("events", "events"),
+    ("bars", "bars"),
+    ("signals", "signals"),
+    ("approved_intents", "approved intents"),
+    ("rejected_intents", "rejected intents"),
+    ("fills", "fills"),
+    ("round_trips", "round-trip trades"),
+    ("pnl", "P&L"),
+    ("max_drawdown", "max drawdown"),
+    ("dead_letters", "dead letters"),
+    ("journal", "journal"),
+)
+
+
+def _format(key: str, value: Any) -> str:
+    if key == "pnl":
+        return f"{value:,.2f}"
+    if key == "max_drawdown":
+        return f"{value:.4%}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_summary(summary: dict[str, Any], timings: dict[str, float] | None = None) -> None:
+    width = max(len(label) for _, label in SUMMARY_ROWS)
+    print()
+    for key, label in SUMMARY_ROWS:
+        print(f"  {label:<{width}}  {_format(key, summary.get(key, 0))}")
+    reasons = summary.get("dead_letter_reasons") or {}
+    if reasons:
+        detail = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        print(f"  {'':<{width}}  ({detail})")
+    if timings:
+        print(f"  {'replay time':<{width}}  {timings.get('replay_s', 0):.2f} s"
+              f" (Ray start {timings.get('ray_start_s', 0):.2f} s)")
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from engine.runtime import run_replay
+
+    result = run_replay(
+        [Path(path) for path in args.tape] if args.tape else None,
+        Path(args.config) if args.config else None,
+        Path(args.journal) if args.journal else None,
+        args.workers,
+        symbol_hint=args.symbol,
+        progress=not args.no_progress,
+        dashboard=args.dashboard,
+        metrics_port=args.metrics_port,
+    )
+    print_summary(result.summary, result.timings)
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from engine.synth import synth_from_bars
+
+    summary = synth_from_bars(
+        Path(args.bars), Path(args.out), symbol=args.symbol, minutes=args.minutes,
+        seed=args.seed, start_minute=args.start_minute,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_import_capture(args: argparse.Namespace) -> int:
+    from storage.tape import capture_to_tape
+
+    summary = capture_to_tape([Path(path) for path in args.capture], Path(args.out), args.symbol)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from storage.report import journal_summary
+
+    summary = journal_summary(Path(args.journal), args.initial_equity)
+    summary["journal"] = args.journal
+    print_summary(summary)
+    return 0
+
+
+def _cmd_bench_replay(args: argparse.Namespace) -> int:
+    from engine.bench import bench_replay
+
+    report = bench_replay(
+        Path(args.tape), args.strategy, Path(args.config) if args.config else None,
+        args.workers, Path(args.out) if args.out else None,
+    )
+    for key, value in report.items():
+        print(f"  {key:<24} {value}")
+    print(json.dumps(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ats", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    replay = commands.add_parser("replay", help="replay a tape or raw captures")
+    replay.add_argument("--tape", action="append", metavar="PATH",
+                        help="tape directory or raw capture file (repeatable); "
+                             "default: the bundled Binance spot sample")
+    replay.add_argument("--config", metavar="PATH", help="run config YAML")
+    replay.add_argument("--journal", metavar="PATH", help="DuckDB journal to create")
+    replay.add_argument("--workers", type=int, default=None, help="Bytewax worker threads")
+    replay.add_argument("--symbol", default=None, help="symbol for frames that name none")
+    replay.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus /metrics on this port (0: any free port)")
+    replay.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.set_defaults(handler=_cmd_replay)
+
+    synth = commands.add_parser("synth", help="synthetic data").add_subparsers(
+        dest="synth_command", required=True
+    )
+    from_bars = synth.add_parser("from-bars", help="expand 1-minute bars into a trade tape")
+    from_bars.add_argument("--bars", required=True, metavar="CSV")
+    from_bars.add_argument("--out", required=True, metavar="TAPE")
+    from_bars.add_argument("--minutes", type=int, default=None)
+    from_bars.add_argument("--start-minute", type=int, default=0)
+    from_bars.add_argument("--seed", type=int, default=0)
+    from_bars.add_argument("--symbol", default="BTCUSDT")
+    from_bars.set_defaults(handler=_cmd_synth)
+
+    importer = commands.add_parser("import", help="import data into tapes").add_subparsers(
+        dest="import_command", required=True
+    )
+    capture = importer.add_parser("capture", help="raw `<ns> <frame>` captures to a tape")
+    capture.add_argument("capture", nargs="+", metavar="FILE")
+    capture.add_argument("--out", required=True, metavar="TAPE")
+    capture.add_argument("--symbol", default=None)
+    capture.set_defaults(handler=_cmd_import_capture)
+
+    report = commands.add_parser("report", help="summarise a journal")
+    report.add_argument("journal", metavar="JOURNAL")
+    report.add_argument("--initial-equity", type=float, default=100_000.0)
+    report.set_defaults(handler=_cmd_report)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True
+    )
+    bench_replay = bench.add_parser("replay", help="ATS end to end vs a NumPy reference")
+    bench_replay.add_argument("--tape", required=True, metavar="PATH")
+    bench_replay.add_argument("--strategy", default="ema_cross")
+    bench_replay.add_argument("--config", default=None, metavar="PATH")
+    bench_replay.add_argument("--workers", type=int, default=1)
+    bench_replay.add_argument("--out", default="benchmarks/replay.json", metavar="FILE")
+    bench_replay.set_defaults(handler=_cmd_bench_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from engine.config import ConfigError
+
+    try:
+        return int(args.handler(args))
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"ats: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
