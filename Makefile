@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/ats replay
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine storage dataflows actors online_ml tests

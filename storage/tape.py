@@ -1,0 +1,407 @@
+"""The recorded tape: a directory of Parquet tables plus `tape.json`, written and read in chunks.
+
+Layout of a tape directory:
+- `trades.parquet`, `book_deltas.parquet`, `book_snapshots.parquet`, `best_bid_ask.parquet`, with
+  the schemas of `storage.schemas.TAPE_TABLES` (a `symbol` column plus the columns of the matching
+  `engine.batches` container). Rows are stored in arrival order, never sorted. The writer always
+  writes all four (empty ones included); the reader also accepts a missing table as empty.
+- `tape.json`: {"format": "ats-tape", "version": 1, "symbols": [...], "synthetic": bool,
+  "source": str, "created_by": "ats <version>", "rows": {table: n}, ...caller's extra keys}.
+
+`TapeWriter` writes into a hidden temporary directory beside the target and renames it into place
+on `close()`, so a crash never leaves a half-written tape at the target path. `TapeReader` reads
+whole columns with pyarrow and cuts them into `MarketChunk`s by slicing NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.batches import DeadLetter, MarketChunk
+from storage.schemas import TAPE_TABLES
+from storage.tape_chunks import CONTAINERS, PiecewiseColumn, chunk_symbol
+
+TAPE_FORMAT = "ats-tape"
+TAPE_VERSION = 1
+METADATA_FILE = "tape.json"
+DEFAULT_ROW_GROUP_ROWS = 1_000_000
+COMPRESSION = "zstd"  # measured: smaller and faster to read than snappy here
+
+
+class TapeError(Exception):
+    """A directory is not a readable tape, or a tape cannot be written; names path and cause."""
+
+
+def ats_version() -> str:
+    """The installed ats package version, for `created_by`."""
+    try:
+        return importlib.metadata.version("ats")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def table_file(name: str) -> str:
+    """File name of a tape table inside the tape directory."""
+    return f"{name}.parquet"
+
+
+def _symbol_column(symbol: str, rows: int) -> pa.Array:
+    """A string column repeating `symbol`, built from buffers (no Python object per row)."""
+    encoded = symbol.encode()
+    offsets = np.arange(rows + 1, dtype=np.int32) * len(encoded)
+    return pa.StringArray.from_buffers(
+        rows, pa.py_buffer(offsets.tobytes()), pa.py_buffer(encoded * rows)
+    )
+
+
+class TapeWriter:
+    """Appends `MarketChunk`s to a new tape; `close()` publishes it atomically.
+
+    Use as a context manager: leaving the block normally closes the tape, an exception aborts it
+    (the temporary directory is removed and the target is left untouched). The target must not
+    exist unless `overwrite=True`. Rows are buffered and written as Parquet row groups of about
+    `row_group_rows` rows.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synthetic: bool = False,
+        source: str = "",
+        extra_metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise TapeError(f"{self.path}: already exists; pass overwrite=True to replace it")
+        reserved = {"format", "version", "symbols", "synthetic", "source", "created_by", "rows"}
+        clashes = sorted(reserved & set(extra_metadata or {}))
+        if clashes:
+            raise TapeError(f"{self.path}: extra_metadata may not set reserved keys {clashes}")
+        self.synthetic = synthetic
+        self.source = source
+        self.extra_metadata = dict(extra_metadata or {})
+        self.overwrite = overwrite
+        self.row_group_rows = row_group_rows
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._temp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list[pa.Table]] = {name: [] for name in TAPE_TABLES}
+        self._pending_rows: Counter[str] = Counter()
+        self.rows: Counter[str] = Counter({name: 0 for name in TAPE_TABLES})
+        self.symbols: dict[str, None] = {}
+        self._finished = False
+
+    def __enter__(self) -> TapeWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write_chunk(self, chunk: MarketChunk) -> None:
+        """Append the rows of one chunk (its dead letters are not part of the tape)."""
+        if self._finished:
+            raise TapeError(f"{self.path}: write_chunk after close/abort")
+        self.symbols[chunk.symbol] = None
+        for name, (attribute, _) in CONTAINERS.items():
+            columns = getattr(chunk, attribute)
+            if len(columns) == 0:
+                continue
+            schema = TAPE_TABLES[name]
+            try:
+                arrays = [_symbol_column(chunk.symbol, len(columns))]
+                arrays += [
+                    pa.array(values, type=schema.field(key).type)
+                    for key, values in columns.as_dict().items()
+                ]
+                table = pa.Table.from_arrays(arrays, schema=schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                raise TapeError(
+                    f"{self.path}: {chunk.symbol} chunk {chunk.sequence} does not fit the "
+                    f"{name} schema: {error}"
+                ) from error
+            self._pending[name].append(table)
+            self._pending_rows[name] += len(table)
+            self.rows[name] += len(table)
+            if self._pending_rows[name] >= self.row_group_rows:
+                self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        if not self._pending[name]:
+            return
+        writer = self._writers.get(name)
+        if writer is None:
+            writer = pq.ParquetWriter(
+                self._temp / table_file(name),
+                TAPE_TABLES[name],
+                use_dictionary=["symbol"],
+                compression=COMPRESSION,
+            )
+            self._writers[name] = writer
+        writer.write_table(pa.concat_tables(self._pending[name]), self.row_group_rows)
+        self._pending[name] = []
+        self._pending_rows[name] = 0
+
+    def metadata(self) -> dict[str, Any]:
+        """The `tape.json` content as it stands now."""
+        return {
+            "format": TAPE_FORMAT,
+            "version": TAPE_VERSION,
+            "symbols": list(self.symbols),
+            "synthetic": self.synthetic,
+            "source": self.source,
+            "created_by": f"ats {ats_version()}",
+            "rows": dict(self.rows),
+            **self.extra_metadata,
+        }
+
+    def close(self) -> Path:
+        """Finish every table, write `tape.json` and move the tape into place; returns its path."""
+        if self._finished:
+            return self.path
+        try:
+            for name in TAPE_TABLES:
+                self._flush(name)
+                writer = self._writers.pop(name, None)
+                if writer is not None:
+                    writer.close()
+                else:
+                    pq.write_table(TAPE_TABLES[name].empty_table(), self._temp / table_file(name))
+            text = json.dumps(self.metadata(), indent=2, sort_keys=False)
+            (self._temp / METADATA_FILE).write_text(text + "\n")
+            self._publish()
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+        return self.path
+
+    def _publish(self) -> None:
+        """Rename the finished temporary directory onto the target path."""
+        previous: Path | None = None
+        if self.path.exists():
+            if not self.overwrite:
+                raise TapeError(f"{self.path}: appeared while writing; not overwriting it")
+            parent = self.path.parent
+            previous = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=parent))
+            previous.rmdir()
+            self.path.rename(previous)
+        self._temp.rename(self.path)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target path is left as it was."""
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except Exception:  # closing a broken writer must not mask the original error
+                pass
+        self._writers.clear()
+        shutil.rmtree(self._temp, ignore_errors=True)
+        self._finished = True
+
+
+def _check_schema(path: Path, name: str, schema: pa.Schema) -> None:
+    expected = TAPE_TABLES[name]
+    found = {field.name: field.type for field in schema}
+    problems = []
+    for field in expected:
+        if field.name not in found:
+            problems.append(f"missing column {field.name!r}")
+        elif found[field.name] != field.type and not (
+            pa.types.is_dictionary(found[field.name])
+            and found[field.name].value_type == field.type
+        ):
+            problems.append(f"column {field.name!r} is {found[field.name]}, expected {field.type}")
+    extra = [column for column in found if column not in expected.names]
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    if problems:
+        raise TapeError(f"{path / table_file(name)}: wrong {name} schema: {'; '.join(problems)}")
+
+
+class TapeReader:
+    """Reads a tape directory; `iter_chunks` yields per-symbol `MarketChunk`s of ts_recv ranges.
+
+    Opening checks `tape.json` and every table's schema and raises `TapeError` naming the path and
+    what is wrong. Tables are read whole (pyarrow, multi-threaded) on each `iter_chunks` call.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise TapeError(f"{self.path}: not a tape: no such directory")
+        metadata_path = self.path / METADATA_FILE
+        if not metadata_path.is_file():
+            raise TapeError(f"{self.path}: not a tape: {METADATA_FILE} is missing")
+        try:
+            metadata = json.loads(metadata_path.read_text())
+        except (OSError, ValueError) as error:
+            raise TapeError(f"{metadata_path}: unreadable tape metadata: {error}") from error
+        if not isinstance(metadata, dict) or metadata.get("format") != TAPE_FORMAT:
+            raise TapeError(f"{metadata_path}: not a tape: 'format' is not {TAPE_FORMAT!r}")
+        if metadata.get("version") != TAPE_VERSION:
+            raise TapeError(
+                f"{metadata_path}: tape version {metadata.get('version')!r} is not supported "
+                f"(this ats reads version {TAPE_VERSION})"
+            )
+        symbols = metadata.get("symbols")
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            raise TapeError(f"{metadata_path}: 'symbols' must be a list of strings")
+        self.metadata: dict[str, Any] = metadata
+        self.symbols: list[str] = symbols
+        for name in TAPE_TABLES:
+            file = self.path / table_file(name)
+            if file.exists():
+                try:
+                    schema = pq.read_schema(file)
+                except (OSError, pa.ArrowInvalid) as error:
+                    raise TapeError(f"{file}: unreadable Parquet file: {error}") from error
+                _check_schema(self.path, name, schema)
+
+    def read_table(self, name: str) -> pa.Table:
+        """One whole tape table (all symbols, stored order); a missing table reads as empty."""
+        if name not in TAPE_TABLES:
+            raise TapeError(
+                f"{self.path}: unknown tape table {name!r}; tables: {list(TAPE_TABLES)}"
+            )
+        file = self.path / table_file(name)
+        if not file.exists():
+            return TAPE_TABLES[name].empty_table()
+        try:
+            return pq.read_table(file, read_dictionary=["symbol"])
+        except (OSError, pa.ArrowInvalid) as error:
+            raise TapeError(f"{file}: unreadable Parquet file: {error}") from error
+
+    def _symbol_rows(self, name: str, table: pa.Table) -> dict[str, np.ndarray | None]:
+        """Row indices of each symbol in a table (None meaning every row)."""
+        codes = np.empty(len(table), dtype=np.int32)
+        offset = 0
+        positions = {symbol: index for index, symbol in enumerate(self.symbols)}
+        for chunk in table.column("symbol").chunks:
+            if not pa.types.is_dictionary(chunk.type):
+                chunk = chunk.dictionary_encode()
+            mapping = []
+            for value in chunk.dictionary.to_pylist():
+                if value not in positions:
+                    raise TapeError(
+                        f"{self.path / table_file(name)}: symbol {value!r} is not listed in "
+                        f"{METADATA_FILE} symbols {self.symbols}"
+                    )
+                mapping.append(positions[value])
+            indices = chunk.indices.to_numpy(zero_copy_only=False)
+            codes[offset : offset + len(chunk)] = np.asarray(mapping, dtype=np.int32)[indices]
+            offset += len(chunk)
+        if len(self.symbols) == 1:
+            return {self.symbols[0]: None}
+        return {symbol: np.flatnonzero(codes == index) for symbol, index in positions.items()}
+
+    def iter_chunks(
+        self,
+        batch_rows: int,
+        batch_duration_ns: int,
+        symbols: Sequence[str] | None = None,
+    ) -> Iterator[MarketChunk]:
+        """Yield chunks symbol by symbol (tape order), each covering a consecutive ts_recv range.
+
+        A chunk holds at most `batch_rows` trades and spans less than `batch_duration_ns` of
+        ts_recv, together with the book and quote rows of the same ts_recv range. It starts at
+        the earliest unread row of any table, so gaps make no empty chunks. `sequence` counts
+        from 0 per symbol and the last chunk of a symbol has `end_of_stream=True` (a symbol
+        without rows gives one empty such chunk).
+
+        Tables are stored in arrival order, so ts_recv should not decrease within a symbol. If it
+        does, row order wins: rows are never reordered and the ranges are computed on the running
+        maximum of ts_recv, so a late row travels with the rows stored around it.
+        """
+        if batch_rows < 1 or batch_duration_ns < 1:
+            raise ValueError(
+                f"iter_chunks({self.path}): batch_rows and batch_duration_ns must be >= 1, "
+                f"got {batch_rows} and {batch_duration_ns}"
+            )
+        wanted = list(self.symbols if symbols is None else symbols)
+        unknown = [symbol for symbol in wanted if symbol not in self.symbols]
+        if unknown:
+            raise TapeError(f"{self.path}: symbols {unknown} not in tape; it has {self.symbols}")
+        per_symbol: dict[str, dict[str, dict[str, PiecewiseColumn]]] = {s: {} for s in wanted}
+        for name in TAPE_TABLES:
+            table = self.read_table(name)
+            columns = {
+                column: PiecewiseColumn.from_arrow(table.column(column))
+                for column in table.column_names
+                if column != "symbol"
+            }
+            for symbol, rows in self._symbol_rows(name, table).items():
+                if symbol in per_symbol:
+                    per_symbol[symbol][name] = (
+                        columns if rows is None
+                        else {
+                            key: PiecewiseColumn([value.whole()[rows]])
+                            for key, value in columns.items()
+                        }
+                    )
+        for symbol in wanted:
+            yield from chunk_symbol(symbol, per_symbol[symbol], batch_rows, batch_duration_ns)
+
+
+def capture_to_tape(
+    capture_paths: list[Path],
+    out: Path,
+    symbol_hint: str | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Parse raw Binance capture files (in order, as one stream) into a tape at `out`.
+
+    Dead letters are not written into the tape: they are returned in the summary (list under
+    "dead_letters", counts by reason under "dead_letter_reasons").
+    """
+    from dataflows.binance import parse_capture  # storage stays importable without dataflows
+
+    dead_letters: list[DeadLetter] = []
+    names = [Path(path).name for path in capture_paths]
+    with TapeWriter(
+        out,
+        synthetic=False,
+        source=", ".join(names),
+        extra_metadata={"capture_files": names, "symbol_hint": symbol_hint},
+        overwrite=overwrite,
+    ) as writer:
+        for result in parse_capture(capture_paths, symbol_hint=symbol_hint):
+            dead_letters.extend(result.dead_letters)
+            for chunk in result.chunks:
+                dead_letters.extend(chunk.dead_letters)
+                writer.write_chunk(chunk)
+        writer.extra_metadata["dead_letters"] = len(dead_letters)
+    return {
+        "path": str(out),
+        "capture_files": names,
+        "symbols": list(writer.symbols),
+        "rows": dict(writer.rows),
+        "dead_letter_count": len(dead_letters),
+        "dead_letter_reasons": dict(Counter(letter.reason for letter in dead_letters)),
+        "dead_letters": dead_letters,
+    }
