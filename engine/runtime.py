@@ -7,6 +7,7 @@ hands the rest to the same dataflow and actors. The CLI calls it; tests and the 
 from __future__ import annotations
 
 import gzip
+import logging
 import hashlib
 import os
 import subprocess
@@ -117,7 +118,7 @@ def start_ray(dashboard: bool = False) -> float:
     started = time.perf_counter()
     ray.init(
         include_dashboard=dashboard,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=True,
         object_store_memory=1024**3,
         configure_logging=True,

@@ -1,0 +1,283 @@
+"""One symbol's order flow: intents, risk decisions, paper orders, fills and their journal rows.
+
+`SymbolEngine` walks event time and tells the `OrderFlow` what happened (a strategy signal, a
+protective trigger, a trade an order in flight can fill against, a bar close to mark); the flow
+turns it into intents, asks risk through the gateway, sends approved orders to the paper matcher,
+applies fills to the position tracker and keeps the rows for the journal.
+
+Reverse (ema_cross "reverse to the target position"): two intents at the same time, a
+reduce-only "reverse_close" of the projected position (filled plus in flight), then a
+"reverse_open" for the target, which risk checks like an entry. The close always passes; if the
+open is rejected the symbol ends flat. Orders travel in order, so the open never fills first.
+
+One per-symbol counter numbers intents, fills, marks, signals and dead letters in the order they
+are produced; ids and journal keys derive from it, so they are stable from run to run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from engine.batches import FeatureBatch
+from engine.config import SimulationConfig
+from engine.matching import PaperMatcher
+from engine.position_tracker import OrderContext, PositionTracker
+from engine.signal_rows import SignalLedger
+from engine.strategies.base import Signal
+from engine.types import Fill, Mark, OrderIntent, PortfolioUpdate, RiskDecision, intent_id_for
+
+JOURNAL_TABLES_OUT: tuple[str, ...] = ("signals", "orders", "fills", "trades", "dead_letters")
+
+
+class RiskGateway(Protocol):
+    def decide(self, intent: OrderIntent, updates: Sequence[PortfolioUpdate]) -> RiskDecision: ...
+
+
+@dataclass(frozen=True)
+class _QueuedIntent:
+    intent: OrderIntent
+    context: OrderContext
+
+
+class OrderFlow:
+    """Intents waiting for risk, orders in flight, the position, and the rows they produce."""
+
+    def __init__(self, symbol: str, strategy_name: str, simulation: SimulationConfig) -> None:
+        self.symbol = symbol
+        self.matcher = PaperMatcher(symbol, simulation)
+        self.tracker = PositionTracker(symbol)
+        self.signals = SignalLedger(symbol, strategy_name)
+        self.queue: deque[_QueuedIntent] = deque()
+        self.updates: list[PortfolioUpdate] = []  # not yet handed to the gateway
+        self.journal: dict[str, list[dict[str, Any]]] = {name: [] for name in JOURNAL_TABLES_OUT}
+        self.counters: Counter[str] = Counter()
+        self._contexts: dict[str, OrderContext] = {}
+        self._sequence = 0
+
+    def next_sequence(self) -> int:
+        sequence = self._sequence
+        self._sequence += 1
+        return sequence
+
+    @property
+    def busy(self) -> bool:
+        """An intent awaits risk or an order is in flight."""
+        return bool(self.queue or self.matcher.pending)
+
+    # ------------------------------------------------------------------ intents
+
+    def _intent(
+        self,
+        ts_event: int,
+        side: int,
+        kind: str,
+        quantity: float | None,
+        reference_price: float,
+        **fields: Any,
+    ) -> OrderIntent:
+        sequence = self.next_sequence()
+        return OrderIntent(
+            intent_id=intent_id_for(self.symbol, sequence),
+            symbol=self.symbol,
+            ts_event=ts_event,
+            sequence=sequence,
+            side=side,
+            intent_kind=kind,
+            reduce_only=kind in ("exit", "reverse_close"),
+            quantity=quantity,
+            reference_price=reference_price,
+            **fields,
+        )
+
+    def queue_exit(
+        self, ts_event: int, price: float, quantity: float, reason: str, take_profit: str | None
+    ) -> None:
+        """A reduce-only intent closing `quantity` of the position at market."""
+        side = -1 if self.tracker.signed_quantity > 0 else 1
+        intent = self._intent(ts_event, side, "exit", quantity, price, reason=reason)
+        self.queue.append(
+            _QueuedIntent(intent, OrderContext("exit", reason, take_profit=take_profit))
+        )
+
+    def on_signal(
+        self, signal: Signal, timeframe: str, now: int, close: float, bar: dict[str, float]
+    ) -> None:
+        """Journal a signal and queue the intents it asks for (none if it cannot act)."""
+        signal_id = f"{self.symbol}:s{self.next_sequence()}"
+        self.signals.open(signal_id, signal, timeframe, now, close, bar)
+        self.counters["signals"] += 1
+        direction = int(signal.direction)
+        projected = self.tracker.signed_quantity + self.matcher.pending_quantity()
+        blocked = ""
+        if not signal.act:
+            blocked = "strategy_not_acting"
+        elif projected * direction > 0:
+            blocked = "already_positioned"
+        elif projected * direction < 0 and not signal.reverse:
+            blocked = "position_open"
+        if blocked:
+            self.journal["signals"].append(self.signals.resolve(signal_id, False, blocked))
+            return
+        exits = signal.exits
+        stop_price = None
+        if exits is not None and exits.stop_distance is not None:
+            stop_price = close - direction * exits.stop_distance
+        reversing = projected != 0
+        if reversing:
+            closing = self._intent(
+                now,
+                direction,
+                "reverse_close",
+                abs(projected),
+                close,
+                reason="reverse",
+                signal_id=signal_id,
+            )
+            self.queue.append(_QueuedIntent(closing, OrderContext("reverse_close", "reverse")))
+        kind = "reverse_open" if reversing else "entry"
+        opening = self._intent(
+            now,
+            direction,
+            kind,
+            signal.quantity,
+            close,
+            stop_price=stop_price,
+            score=signal.score,
+            reason=signal.reason,
+            signal_id=signal_id,
+        )
+        context = OrderContext(kind, signal.reason, signal_id, signal.score, exits)
+        self.queue.append(_QueuedIntent(opening, context))
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide_queued(self, horizon: int, gateway: RiskGateway, batch: FeatureBatch) -> bool:
+        """Decide queued intents in order; True when stopped at one at or beyond `horizon`."""
+        while self.queue:
+            queued = self.queue[0]
+            if queued.intent.ts_event >= horizon:
+                return True
+            self._decide(queued, gateway, batch)
+            self.queue.popleft()
+        return False
+
+    def _decide(self, queued: _QueuedIntent, gateway: RiskGateway, batch: FeatureBatch) -> None:
+        intent = queued.intent
+        decision = gateway.decide(intent, list(self.updates))
+        self.updates = []
+        self.counters["intents"] += 1
+        approved = (
+            decision.approved
+            and decision.intent_id == intent.intent_id
+            and math.isfinite(decision.quantity)
+            and decision.quantity > 0
+        )
+        signal_id = intent.signal_id if not intent.reduce_only else None
+        if not approved:
+            self.counters["rejected_intents"] += 1
+            if signal_id is not None:
+                row = self.signals.resolve(signal_id, False, f"risk:{decision.rule}")
+                self.journal["signals"].append(row)
+            return
+        self.counters["approved_intents"] += 1
+        order = self.matcher.submit(intent, decision.quantity, intent.ts_event)
+        self._contexts[order.order_id] = queued.context
+        self.counters["orders"] += 1
+        self.journal["orders"].extend(self.matcher.drain_rows())
+        if signal_id is not None:
+            estimate = self.matcher.estimate_slippage_bps(
+                intent.side,
+                decision.quantity,
+                intent.ts_event,
+                batch.trades,
+                batch.quotes,
+                batch.depth,
+            )
+            self.signals.await_fill(signal_id, order.order_id, estimate)
+
+    # ------------------------------------------------------------------ fills and marks
+
+    def fill(self, batch: FeatureBatch, index: int) -> None:
+        """Fill the first order in flight against trade `index` of the batch."""
+        order_id = self.matcher.pending[0].order_id
+        fill = self.matcher.fill_next(
+            batch.trades, index, self.next_sequence(), batch.quotes, batch.depth
+        )
+        self.journal["orders"].extend(self.matcher.drain_rows())
+        context = self._contexts.pop(order_id)
+        if fill is None:  # the matcher rejected it (no finite price): fail closed
+            row = self.signals.resolve_order(order_id, "order_rejected")
+            if row is not None:
+                self.journal["signals"].append(row)
+            return
+        trade_rows = self.tracker.apply_fill(fill, context)
+        fill = replace(fill, stop_price=self.tracker.stop_price)
+        self.updates.append(fill)
+        self.counters["fills"] += 1
+        self.journal["fills"].append(fill_row(fill))
+        self.journal["trades"].extend(trade_rows)
+        self.counters["round_trips"] += len(trade_rows)
+        row = self.signals.on_fill(fill)
+        if row is not None:
+            self.journal["signals"].append(row)
+
+    def mark(self, ts_event: int, price: float) -> None:
+        """Mark the position to market (with its current stop) for risk."""
+        self.updates.append(
+            Mark(self.symbol, ts_event, self.next_sequence(), price, self.tracker.stop_price)
+        )
+        self.counters["marks"] += 1
+
+    def finish(self) -> None:
+        """End of stream: signals still waiting for a fill are journaled as acted."""
+        self.journal["signals"].extend(self.signals.close_all())
+
+    # ------------------------------------------------------------------ journal
+
+    def dead_letter(
+        self, stage: str, reason: str, detail: str, source: str, ts_event: int, payload: str = ""
+    ) -> None:
+        self.counters["dead_letters"] += 1
+        self.journal["dead_letters"].append(
+            {
+                "key": f"{self.symbol}:{stage}:{self.next_sequence()}",
+                "stage": stage,
+                "reason": reason,
+                "detail": detail,
+                "source": source,
+                "symbol": self.symbol,
+                "ts_event": ts_event,
+                "ts_recv": None,
+                "payload": payload[:2000],
+            }
+        )
+
+    def drain(self) -> tuple[list[PortfolioUpdate], dict[str, list[dict[str, Any]]], Counter[str]]:
+        """Updates, journal rows and counters since the last drain."""
+        drained = (self.updates, self.journal, self.counters)
+        self.updates = []
+        self.journal = {name: [] for name in JOURNAL_TABLES_OUT}
+        self.counters = Counter()
+        return drained
+
+
+def fill_row(fill: Fill) -> dict[str, Any]:
+    """A `fills` journal row."""
+    return {
+        "key": fill.fill_id,
+        "ts_event": fill.ts_event,
+        "symbol": fill.symbol,
+        "order_id": fill.order_id,
+        "side": fill.side,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "reference_price": fill.reference_price,
+        "fee": fill.fee,
+        "liquidity": fill.liquidity,
+        "slippage_bps": fill.slippage_bps,
+        "latency_ms": fill.latency_ms,
+    }

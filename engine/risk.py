@@ -1,0 +1,406 @@
+"""Portfolio risk: positions, equity, drawdown, loss limits and the decision on every intent.
+
+`PortfolioRisk` is the state the PortfolioRiskActor wraps. Fills and marks from every symbol are
+`submit`ted into a buffer and applied lazily: `decide(intent)` first applies, in
+`(ts_event, symbol, sequence)` order, every buffered update whose key is below the intent's key,
+then runs the rule chain of `engine.risk_rules`. Because application order depends only on keys,
+never on arrival order, a multi-symbol replay decides the same way however its messages interleave
+(DESIGN.md, Time and determinism). An update that arrives after a decision with a later key has
+been taken is still applied (in key order among the buffered ones) and counted as late: a
+coordinator bug, never silently hidden.
+
+Accounting: per symbol a signed quantity and average price; realized P&L on reductions; fees
+separately; equity = initial + realized - fees + unrealized (at the last mark). The day's start
+equity is the equity when the first event of a UTC day (by ts_event) is seen. Reserved exposure:
+an approved intent's order counts in the projected position until its fills arrive (order ids
+come from `engine.types.order_id_for`); an order that never fills keeps its reservation.
+
+Fail closed: a non-finite mark is ignored (counted); a non-finite equity makes every entry fail
+with "invalid_input", while reduce-only exits still pass.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import RiskConfig
+from engine.risk_rules import PortfolioSnapshot, evaluate
+from engine.timeframes import NS_PER_DAY
+from engine.types import (
+    EventKey,
+    Fill,
+    Mark,
+    OrderIntent,
+    PortfolioUpdate,
+    RiskDecision,
+    update_key,
+)
+
+_EPSILON = 1e-12
+
+
+@dataclass
+class _PendingOrder:
+    side: int
+    remaining: float
+    reference_price: float
+    stop_price: float | None
+    reduce_only: bool
+
+
+@dataclass
+class _SymbolBook:
+    quantity: float = 0.0
+    avg_price: float = math.nan
+    mark: float = math.nan
+    stop: float | None = None
+    realized: float = 0.0
+    pending: dict[str, _PendingOrder] = field(default_factory=dict)
+
+    def projected(self) -> float:
+        total = self.quantity + sum(order.side * order.remaining for order in self.pending.values())
+        return 0.0 if abs(total) < _EPSILON else total
+
+    def price(self) -> float:
+        if math.isfinite(self.mark):
+            return self.mark
+        for order in self.pending.values():
+            return order.reference_price
+        return self.avg_price
+
+    def unrealized(self) -> float:
+        if self.quantity == 0 or not math.isfinite(self.mark):
+            return 0.0
+        return self.quantity * (self.mark - self.avg_price)
+
+    def exposure(self, default_stop_pct: float) -> tuple[float, float]:
+        """(heat, gross notional) of the projected position, in quote currency."""
+        projected = self.projected()
+        if projected == 0:
+            return 0.0, 0.0
+        price = self.price()
+        side = 1 if projected > 0 else -1
+        stop: float | None = None
+        if self.quantity * side > 0:
+            stop = self.stop
+        if stop is None:
+            for order in self.pending.values():
+                if not order.reduce_only and order.side == side and order.stop_price is not None:
+                    stop = order.stop_price
+        if stop is None:
+            stop = price * (1.0 - side * default_stop_pct)
+        return abs(projected) * abs(price - stop), abs(projected) * price
+
+
+class PortfolioRisk:
+    """Positions and limits of the whole portfolio; decides every intent. Picklable."""
+
+    def __init__(self, config: RiskConfig, initial_equity: float) -> None:
+        if not (math.isfinite(initial_equity) and initial_equity > 0):
+            raise ValueError(f"initial equity must be finite and > 0, got {initial_equity!r}")
+        self.config = config
+        self.initial_equity = float(initial_equity)
+        self._books: dict[str, _SymbolBook] = {}
+        self._buffer: list[tuple[EventKey, int, PortfolioUpdate]] = []
+        self._arrivals = 0
+        self._frontier: EventKey | None = None  # highest key applied or decided
+        self.realized = 0.0
+        self.fees = 0.0
+        self.equity = self.initial_equity
+        self.peak_equity = self.initial_equity
+        self.max_drawdown = 0.0
+        self._day: int | None = None
+        self.day_start_equity = self.initial_equity
+        self._loss_limit_day: int | None = None
+        self.halted = False
+        self.halt_reason = ""
+        self.late_updates = 0
+        self.invalid_updates = 0
+        self.decisions: Counter[str] = Counter()
+        self.approved = 0
+        self.rejected = 0
+        self._journal: dict[str, list[dict[str, Any]]] = {
+            "risk_decisions": [],
+            "equity": [],
+            "positions": [],
+        }
+
+    # ------------------------------------------------------------------ manual overrides
+
+    def halt(self, reason: str) -> None:
+        """Kill switch: reject new entries until `resume`; reduce-only exits still pass."""
+        self.halted = True
+        self.halt_reason = reason or "manual halt"
+
+    def resume(self) -> None:
+        self.halted = False
+        self.halt_reason = ""
+
+    # ------------------------------------------------------------------ updates
+
+    def submit(self, updates: Sequence[PortfolioUpdate]) -> None:
+        """Buffer fills and marks; they are applied in key order when a decision needs them."""
+        for update in updates:
+            key = update_key(update)
+            if self._frontier is not None and key < self._frontier:
+                self.late_updates += 1
+            heapq.heappush(self._buffer, (key, self._arrivals, update))
+            self._arrivals += 1
+
+    def apply_all(self) -> None:
+        """Apply every buffered update, in key order."""
+        while self._buffer:
+            self._apply(heapq.heappop(self._buffer)[2])
+
+    def finish(self) -> None:
+        """End of run: apply what is left."""
+        self.apply_all()
+
+    def _apply_until(self, key: EventKey) -> None:
+        while self._buffer and self._buffer[0][0] < key:
+            self._apply(heapq.heappop(self._buffer)[2])
+
+    def _advance_frontier(self, key: EventKey) -> None:
+        if self._frontier is None or key > self._frontier:
+            self._frontier = key
+
+    def _apply(self, update: PortfolioUpdate) -> None:
+        key = update_key(update)
+        self._advance_frontier(key)
+        self._roll_day(update.ts_event)
+        book = self._books.setdefault(update.symbol, _SymbolBook())
+        if isinstance(update, Fill):
+            self._apply_fill(book, update)
+        else:
+            self._apply_mark(book, update)
+
+    def _apply_fill(self, book: _SymbolBook, fill: Fill) -> None:
+        signed = fill.side * fill.quantity
+        if book.quantity == 0 or book.quantity * signed > 0:
+            total = abs(book.quantity) + fill.quantity
+            weighted = abs(book.quantity) * (book.avg_price if book.quantity else 0.0)
+            book.avg_price = (weighted + fill.quantity * fill.price) / total
+            book.quantity += signed
+        else:
+            closing = min(fill.quantity, abs(book.quantity))
+            direction = 1 if book.quantity > 0 else -1
+            pnl = closing * (fill.price - book.avg_price) * direction
+            book.realized += pnl
+            self.realized += pnl
+            book.quantity += signed
+            if abs(book.quantity) < _EPSILON:
+                book.quantity = 0.0
+                book.avg_price = math.nan
+            elif book.quantity * direction < 0:  # flipped through zero: the rest opens here
+                book.avg_price = fill.price
+        self.fees += fill.fee
+        book.mark = fill.price
+        book.stop = fill.stop_price if book.quantity != 0 else None
+        order = book.pending.get(fill.order_id)
+        if order is not None:
+            order.remaining -= fill.quantity
+            if order.remaining <= _EPSILON:
+                del book.pending[fill.order_id]
+        self._refresh()
+        self._journal["positions"].append(
+            {
+                "key": fill.fill_id,
+                "ts_event": fill.ts_event,
+                "symbol": fill.symbol,
+                "quantity": book.quantity,
+                "avg_price": book.avg_price,
+                "mark_price": book.mark,
+                "realized_pnl": book.realized,
+                "unrealized_pnl": book.unrealized(),
+                "stop_price": book.stop,
+            }
+        )
+
+    def _apply_mark(self, book: _SymbolBook, mark: Mark) -> None:
+        if math.isfinite(mark.price) and mark.price > 0:
+            book.mark = mark.price
+        else:
+            self.invalid_updates += 1
+        book.stop = mark.stop_price if book.quantity != 0 else None
+        self._refresh()
+        heat, gross, open_positions = self._exposure()
+        self._journal["equity"].append(
+            {
+                "key": f"{mark.ts_event}:{mark.symbol}:{mark.sequence}",
+                "ts_event": mark.ts_event,
+                "equity": self.equity,
+                "realized_pnl": self.realized,
+                "unrealized_pnl": self._unrealized(),
+                "fees": self.fees,
+                "portfolio_heat": heat / self.equity if self.equity > 0 else math.inf,
+                "gross_leverage": gross / self.equity if self.equity > 0 else math.inf,
+                "open_positions": open_positions,
+                "drawdown": self.drawdown,
+            }
+        )
+
+    # ------------------------------------------------------------------ equity state
+
+    @property
+    def drawdown(self) -> float:
+        if not (self.peak_equity > 0 and math.isfinite(self.equity)):
+            return math.nan
+        return max(0.0, 1.0 - self.equity / self.peak_equity)
+
+    @property
+    def daily_pnl(self) -> float:
+        return self.equity - self.day_start_equity
+
+    def _unrealized(self) -> float:
+        return sum(book.unrealized() for book in self._books.values())
+
+    def _refresh(self) -> None:
+        self.equity = self.initial_equity + self.realized - self.fees + self._unrealized()
+        if self.equity > self.peak_equity:
+            self.peak_equity = self.equity
+        drawdown = self.drawdown
+        if math.isfinite(drawdown):
+            self.max_drawdown = max(self.max_drawdown, drawdown)
+        limit = self.day_start_equity * (1.0 - self.config.daily_loss_limit)
+        if self._day is not None and self.equity <= limit:
+            self._loss_limit_day = self._day
+
+    def _roll_day(self, ts_event: int) -> None:
+        day = ts_event // NS_PER_DAY
+        if self._day is None or day > self._day:
+            self._day = day
+            self.day_start_equity = self.equity
+            self._refresh()
+
+    def _exposure(self) -> tuple[float, float, int]:
+        heat = gross = 0.0
+        open_positions = 0
+        for book in self._books.values():
+            book_heat, book_gross = book.exposure(self.config.default_stop_pct)
+            heat += book_heat
+            gross += book_gross
+            open_positions += book.projected() != 0
+        return heat, gross, open_positions
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, intent: OrderIntent) -> RiskDecision:
+        """Apply buffered updates before the intent's key, then approve, size or reject it."""
+        self._apply_until(intent.key)
+        self._advance_frontier(intent.key)
+        self._roll_day(intent.ts_event)
+        book = self._books.setdefault(intent.symbol, _SymbolBook())
+        heat, gross, open_positions = self._exposure()
+        snapshot = PortfolioSnapshot(
+            equity=self.equity,
+            day_start_equity=self.day_start_equity,
+            daily_pnl=self.daily_pnl,
+            daily_limit_hit=self._loss_limit_day == self._day,
+            halted=self.halted,
+            halt_reason=self.halt_reason,
+            open_positions=open_positions,
+            heat=heat,
+            gross_notional=gross,
+            symbol_quantity=book.projected(),
+        )
+        outcome = evaluate(intent, snapshot, self.config)
+        approved = outcome.verdict != "reject"
+        quantity = float(outcome.quantity or 0.0) if approved else 0.0
+        if approved:
+            self.approved += 1
+            book.pending[intent.order_id] = _PendingOrder(
+                intent.side, quantity, intent.reference_price, intent.stop_price, intent.reduce_only
+            )
+        else:
+            self.rejected += 1
+        self.decisions[outcome.rule] += 1
+        decision = RiskDecision(
+            intent_id=intent.intent_id,
+            symbol=intent.symbol,
+            ts_event=intent.ts_event,
+            approved=approved,
+            quantity=quantity,
+            rule=outcome.rule,
+            reason=outcome.reason,
+            equity=self.equity,
+            portfolio_heat=snapshot.portfolio_heat,
+            open_positions=open_positions,
+            gross_leverage=snapshot.gross_leverage,
+            daily_pnl=snapshot.daily_pnl,
+        )
+        self._journal["risk_decisions"].append(_decision_row(intent, decision))
+        return decision
+
+    # ------------------------------------------------------------------ journal and summary
+
+    def drain_journal(self) -> dict[str, list[dict[str, Any]]]:
+        """Rows journaled since the last drain, per table (risk_decisions, equity, positions)."""
+        rows = self._journal
+        self._journal = {name: [] for name in rows}
+        return rows
+
+    def position(self, symbol: str) -> tuple[float, float]:
+        """(signed filled quantity, average price) of a symbol."""
+        book = self._books.get(symbol)
+        return (book.quantity, book.avg_price) if book else (0.0, math.nan)
+
+    def summary(self) -> dict[str, Any]:
+        heat, gross, open_positions = self._exposure()
+        return {
+            "initial_equity": self.initial_equity,
+            "equity": self.equity,
+            "realized_pnl": self.realized,
+            "unrealized_pnl": self._unrealized(),
+            "fees": self.fees,
+            "peak_equity": self.peak_equity,
+            "drawdown": self.drawdown,
+            "max_drawdown": self.max_drawdown,
+            "portfolio_heat": heat / self.equity if self.equity > 0 else math.inf,
+            "gross_leverage": gross / self.equity if self.equity > 0 else math.inf,
+            "open_positions": open_positions,
+            "approved": self.approved,
+            "rejected": self.rejected,
+            "decisions_by_rule": dict(sorted(self.decisions.items())),
+            "late_updates": self.late_updates,
+            "invalid_updates": self.invalid_updates,
+            "halted": self.halted,
+        }
+
+
+def _decision_row(intent: OrderIntent, decision: RiskDecision) -> dict[str, Any]:
+    return {
+        "key": intent.intent_id,
+        "ts_event": intent.ts_event,
+        "symbol": intent.symbol,
+        "intent_id": intent.intent_id,
+        "signal_id": intent.signal_id,
+        "side": intent.side,
+        "intent_kind": intent.intent_kind,
+        "reduce_only": intent.reduce_only,
+        "requested_qty": math.nan if intent.quantity is None else intent.quantity,
+        "approved_qty": decision.quantity,
+        "approved": decision.approved,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "equity": decision.equity,
+        "portfolio_heat": decision.portfolio_heat,
+        "open_positions": decision.open_positions,
+        "gross_leverage": decision.gross_leverage,
+        "daily_pnl": decision.daily_pnl,
+    }
+
+
+class LocalGateway:
+    """The `RiskGateway` of a single process: hands updates to a PortfolioRisk, then decides."""
+
+    def __init__(self, risk: PortfolioRisk) -> None:
+        self.risk = risk
+
+    def decide(self, intent: OrderIntent, updates: Sequence[PortfolioUpdate]) -> RiskDecision:
+        self.risk.submit(updates)
+        return self.risk.decide(intent)

@@ -1,0 +1,272 @@
+"""The per-symbol driver the SymbolActor wraps: strategy, protective exits, paper matching.
+
+`step(batch, horizon, gateway)` processes one `FeatureBatch` in event-time order:
+
+1. trades before the next bar close: orders in flight fill at their arrival (paper matcher) and
+   protective exits (stop, take profits, trailing, time exit) trigger on the first trade crossing
+   their level, found by a vectorised search over the trades since the last cursor;
+2. at each bar close (`ts_close`; for equal closes the longer timeframe first) the guarded strategy
+   is called; at each primary-timeframe close a `Mark` is appended to the updates;
+3. every intent, entries and exits alike, goes through `gateway.decide(intent, updates)` with the
+   fills and marks produced since the previous call (see `engine.order_flow`, which also documents
+   how a reverse becomes a reduce-only close and an entry). An approved intent becomes an order.
+
+Horizon: an intent with `ts_event >= horizon` is not decided; the step pauses and returns, and a
+later `step(None, larger_horizon, gateway)` resumes exactly there. Everything before the pause is
+state, so a paused and resumed run journals exactly what an unpaused run does.
+
+Journal rows returned per step: `signals` (emitted once their outcome is known: rejected, not
+acted on, or filled, with execution latency and slippage), `orders`, `fills`, `trades` (round
+trips) and `dead_letters` (strategy errors, out-of-order bars). Counters are deltas since the
+previous step; `strategy_bars` (not `bars`, which the coordinator counts from the batches),
+`marks`, `market_trades`, `signals`, `intents`, `approved_intents`, `rejected_intents`, `orders`,
+`fills`, `round_trips`, `dead_letters`. The engine is picklable, paused or not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.bar_schedule import BarEvents, BarSchedule
+from engine.batches import BAR_FIELDS, FeatureBatch
+from engine.config import RunConfig
+from engine.indicator_spec import IndicatorSpec
+from engine.order_flow import OrderFlow, RiskGateway
+from engine.position_tracker import PositionTracker
+from engine.strategies import make_strategy
+from engine.strategies.base import BarView, ClosePosition, GuardedStrategy, MoveStop, Signal
+from engine.types import PortfolioUpdate
+
+__all__ = ["RiskGateway", "StepResult", "SymbolEngine"]
+
+
+@dataclass
+class StepResult:
+    symbol: str
+    paused: bool  # stopped before an intent whose ts_event >= horizon
+    watermark: int  # every event of this symbol with ts_event < watermark is processed
+    pending_intent_ts: int | None
+    updates: list[PortfolioUpdate]  # fills/marks not yet handed to the gateway, in order
+    journal: dict[str, list[dict[str, Any]]]  # rows per journal table
+    counters: dict[str, int]  # deltas since the previous step
+
+
+@dataclass
+class _BatchCursor:
+    """Where processing of the current batch stands."""
+
+    batch: FeatureBatch
+    events: BarEvents  # bar closes in processing order
+    next_event: int = 0
+    trade_cursor: int = 0  # trades before it are processed
+    trigger_from: int = 0  # protective triggers are searched from here
+
+
+class SymbolEngine:
+    """One symbol's strategy, positions and paper execution, driven batch by batch."""
+
+    def __init__(self, symbol: str, config: RunConfig) -> None:
+        self.symbol = symbol
+        self.config = config
+        self.strategy = GuardedStrategy(make_strategy(config.strategy))
+        missing = [tf for tf in self.strategy.timeframes if tf not in config.timeframes]
+        if missing:
+            raise ValueError(
+                f"strategy {self.strategy.name} needs timeframes {missing} that the run does not "
+                f"compute; add them to `timeframes` (has {list(config.timeframes)})"
+            )
+        self.flow = OrderFlow(symbol, self.strategy.name, config.simulation)
+        self.bars = BarSchedule(self.strategy.timeframes, self.strategy.history_bars)
+        self.totals: Counter[str] = Counter()
+        self._cursor: _BatchCursor | None = None
+        self._watermark = -(2**63)
+        self._last_price = math.nan
+        self._last_ts: int | None = None
+        self._finish_requested = False
+        self._finished = False
+
+    @property
+    def tracker(self) -> PositionTracker:
+        """The symbol's position tracker (read it; do not change it)."""
+        return self.flow.tracker
+
+    @staticmethod
+    def required_indicators(config: RunConfig) -> list[IndicatorSpec]:
+        """The indicators the run's strategy needs the dataflow to compute."""
+        return list(make_strategy(config.strategy).required_indicators())
+
+    # ------------------------------------------------------------------ public driving API
+
+    def step(self, batch: FeatureBatch | None, horizon: int, gateway: RiskGateway) -> StepResult:
+        """Process `batch` (or resume the paused one when None) up to the first intent at or
+        beyond `horizon`."""
+        if batch is not None:
+            if self._cursor is not None:
+                raise RuntimeError(
+                    f"{self.symbol}: a batch is paused at an intent; resume it with batch=None"
+                )
+            if batch.symbol != self.symbol:
+                raise ValueError(f"batch for {batch.symbol!r} sent to the {self.symbol} engine")
+            self._begin_batch(batch)
+        elif self._cursor is None:
+            return self._result(paused=False)
+        if self._run(horizon, gateway):
+            return self._result(paused=True)
+        self._end_batch()
+        return self._result(paused=False)
+
+    def finish(self, gateway: RiskGateway) -> StepResult:
+        """End of stream: a final Mark at the last trade price; open positions stay open.
+
+        If a batch is still paused, the finish happens when that batch completes.
+        """
+        self._finish_requested = True
+        if self._cursor is not None:
+            return self._result(paused=True)
+        self._finish_now()
+        return self._result(paused=False)
+
+    # ------------------------------------------------------------------ batches
+
+    def _begin_batch(self, batch: FeatureBatch) -> None:
+        events, dropped = self.bars.begin(batch)
+        for bar in dropped:
+            self.flow.dead_letter(
+                "symbol_engine",
+                bar.reason,
+                f"{bar.timeframe} bar closing at {bar.ts_close} dropped: {bar.reason}",
+                f"feature batch bars[{bar.timeframe}] row {bar.row}",
+                bar.ts_close,
+            )
+        self._cursor = _BatchCursor(batch, events)
+
+    def _end_batch(self) -> None:
+        cursor = self._cursor
+        assert cursor is not None
+        trades = cursor.batch.trades
+        self.flow.matcher.end_batch(trades)
+        self.flow.counters["market_trades"] += len(trades)
+        if len(trades):
+            self._last_price = float(trades.price[-1])
+            self._last_ts = int(trades.ts_event[-1])
+        self._watermark = max(self._watermark, cursor.batch.watermark)
+        self.bars.trim()
+        self._cursor = None
+        if self._finish_requested or cursor.batch.end_of_stream:
+            self._finish_now()
+
+    def _finish_now(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._last_ts is not None and math.isfinite(self._last_price):
+            self.flow.mark(self._last_ts, self._last_price)
+        self.flow.finish()
+
+    def _result(self, paused: bool) -> StepResult:
+        queue = self.flow.queue
+        pending_ts = queue[0].intent.ts_event if paused and queue else None
+        watermark = self._watermark if pending_ts is None else pending_ts
+        updates, journal, counters = self.flow.drain()
+        self.totals.update(counters)
+        counted = {name: int(value) for name, value in sorted(counters.items())}
+        return StepResult(self.symbol, paused, watermark, pending_ts, updates, journal, counted)
+
+    # ------------------------------------------------------------------ the event loop
+
+    def _run(self, horizon: int, gateway: RiskGateway) -> bool:
+        """Process the batch; True when paused before an intent at or beyond the horizon."""
+        cursor = self._cursor
+        assert cursor is not None
+        trade_ts = cursor.batch.trades.ts_event
+        while True:
+            if self.flow.decide_queued(horizon, gateway, cursor.batch):
+                return True
+            if cursor.next_event < len(cursor.events):
+                bar_close = int(cursor.events.ts_close[cursor.next_event])
+                limit = int(np.searchsorted(trade_ts, bar_close, "left"))
+            else:
+                limit = len(trade_ts)
+            if self._advance_trades(cursor, limit):
+                continue
+            if cursor.next_event < len(cursor.events):
+                self._bar_close(cursor.events, cursor.next_event)
+                cursor.next_event += 1
+                continue
+            return False
+
+    def _advance_trades(self, cursor: _BatchCursor, limit: int) -> bool:
+        """Handle the next fill or protective trigger among trades before `limit`; True if one
+        was handled, False once every trade before `limit` is processed."""
+        flow = self.flow
+        tracker = flow.tracker
+        trades = cursor.batch.trades
+        start = cursor.trade_cursor
+        fill_index = flow.matcher.next_fill_index(trades, start)
+        if fill_index is not None and fill_index >= limit:
+            fill_index = None
+        if fill_index is None and tracker.has_levels() and not flow.busy:
+            search_from = max(start, cursor.trigger_from)
+            trigger = tracker.first_trigger(trades.ts_event, trades.price, search_from, limit)
+            if trigger is not None:
+                index = trigger.index
+                tracker.observe_trades(trades.price[start : index + 1])
+                cursor.trade_cursor = index  # the exit order may fill at this very trade
+                cursor.trigger_from = index + 1
+                price = float(trades.price[index])
+                ts_event = int(trades.ts_event[index])
+                flow.queue_exit(
+                    ts_event, price, trigger.quantity, trigger.reason, trigger.take_profit
+                )
+                return True
+        if fill_index is not None:
+            tracker.observe_trades(trades.price[start : fill_index + 1])
+            flow.fill(cursor.batch, fill_index)
+            # The trade stays available to the next order in flight (a trade is a price, not
+            # consumed liquidity), but levels set by this fill are checked from the next trade.
+            cursor.trade_cursor = fill_index
+            cursor.trigger_from = max(cursor.trigger_from, fill_index + 1)
+            return True
+        if limit > start:
+            tracker.observe_trades(trades.price[start:limit])
+            cursor.trade_cursor = limit
+        return False
+
+    def _bar_close(self, events: BarEvents, event: int) -> None:
+        flow = self.flow
+        timeframe = events.timeframe[event]
+        now = int(events.ts_close[event])
+        end = int(events.end[event])
+        history = events.history[timeframe]
+        close = float(history["close"][end - 1])
+        primary = timeframe == self.strategy.primary_timeframe
+        if primary:
+            flow.tracker.observe_close(close)
+        view = BarView(timeframe, history, end, now)
+        position = flow.tracker.view(flow.matcher.pending_quantity())
+        actions, error = self.strategy.on_bar(timeframe, view, position)
+        flow.counters["strategy_bars"] += 1
+        if error is not None:
+            source = f"{self.strategy.name}.on_bar({error.timeframe})"
+            flow.dead_letter(
+                "strategy", error.reason, error.detail, source, error.ts_event, error.payload
+            )
+        for action in actions:
+            if isinstance(action, MoveStop):
+                flow.tracker.move_stop(action.stop_price, action.reason)
+        if primary:
+            flow.mark(now, close)
+        closing = next((a for a in actions if isinstance(a, ClosePosition)), None)
+        quantity = abs(flow.tracker.signed_quantity)
+        if closing is not None and quantity > 0 and not flow.busy:
+            flow.queue_exit(now, close, quantity, closing.reason, None)
+        signals = [action for action in actions if isinstance(action, Signal)]
+        if signals:
+            bar = {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
+            for signal in signals:
+                flow.on_signal(signal, timeframe, now, close, bar)

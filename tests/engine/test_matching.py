@@ -1,0 +1,240 @@
+"""Paper matching: seeded latency, fill timing, the three price models, fees and order rows."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from engine_builders import make_trades
+
+from engine.batches import DepthSamples, QuoteColumns
+from engine.config import SimulationConfig
+from engine.matching import PaperMatcher
+from engine.timeframes import NS_PER_SECOND
+from engine.types import OrderIntent, intent_id_for
+
+MS = 1_000_000
+T0 = 1_700_000_000 * NS_PER_SECOND
+EXACT = SimulationConfig(latency_ms=50.0, latency_jitter_ms=0.0)
+
+
+def order_intent(sequence: int = 1, side: int = 1, symbol: str = "BTCUSDT") -> OrderIntent:
+    return OrderIntent(
+        intent_id=intent_id_for(symbol, sequence),
+        symbol=symbol,
+        ts_event=T0,
+        sequence=sequence,
+        side=side,
+        intent_kind="entry",
+        reduce_only=False,
+        quantity=1.0,
+        reference_price=100.0,
+        reason="why",
+    )
+
+
+def test_latency_is_seeded_per_symbol_and_within_jitter() -> None:
+    config = SimulationConfig(latency_ms=50.0, latency_jitter_ms=10.0, seed=7)
+
+    def latencies(symbol: str, seed: int = 7) -> list[float]:
+        matcher = PaperMatcher(symbol, config.model_copy(update={"seed": seed}))
+        orders = [matcher.submit(order_intent(i, symbol=symbol), 1.0, T0) for i in range(20)]
+        return [order.arrival_ts - T0 for order in orders]
+
+    first = latencies("BTCUSDT")
+    assert first == latencies("BTCUSDT")
+    assert first != latencies("ETHUSDT")
+    assert first != latencies("BTCUSDT", seed=8)
+    assert all(40 * MS <= value <= 60 * MS for value in first)
+    assert first == sorted(first)  # orders never overtake each other
+
+
+def test_fills_at_the_first_trade_at_or_after_arrival() -> None:
+    matcher = PaperMatcher("BTCUSDT", EXACT)
+    matcher.submit(order_intent(), 1.0, T0)
+    trades = make_trades([T0 + 10 * MS, T0 + 50 * MS, T0 + 70 * MS], [100.0, 101.0, 102.0])
+    assert matcher.next_fill_index(trades, 0) == 1
+    assert matcher.next_fill_index(trades, 2) == 2  # never before the cursor
+    fill = matcher.fill_next(trades, 1, sequence=5)
+    assert fill is not None
+    assert (fill.ts_event, fill.fill_id, fill.order_id) == (
+        T0 + 50 * MS,
+        "BTCUSDT:f5",
+        "BTCUSDT:o1",
+    )
+    assert fill.latency_ms == pytest.approx(50.0)
+    assert fill.reference_price == 101.0
+    assert matcher.next_fill_index(trades, 0) is None
+
+
+def test_order_waits_for_the_next_batch() -> None:
+    matcher = PaperMatcher("BTCUSDT", EXACT)
+    matcher.submit(order_intent(), 1.0, T0)
+    first = make_trades([T0 + 10 * MS, T0 + 20 * MS], [100.0, 100.0])
+    assert matcher.next_fill_index(first, 0) is None
+    matcher.end_batch(first)
+    second = make_trades([T0 + 2 * NS_PER_SECOND], [105.0])
+    assert matcher.next_fill_index(second, 0) == 0
+
+
+def test_seed_model_price_fee_and_slippage() -> None:
+    config = SimulationConfig(
+        latency_ms=0.0,
+        latency_jitter_ms=0.0,
+        default_spread_bps=2.0,
+        impact_bps_per_unit_participation=10.0,
+        taker_fee_bps=4.0,
+    )
+    matcher = PaperMatcher("BTCUSDT", config)
+    # 60 s before arrival: 3 + 5 traded (the trade 61 s before is outside the window).
+    trades = make_trades(
+        [T0 - 61 * NS_PER_SECOND, T0 - 30 * NS_PER_SECOND, T0 - NS_PER_SECOND, T0],
+        [90.0, 99.0, 99.5, 100.0],
+        [100.0, 3.0, 5.0, 1.0],
+    )
+    matcher.submit(order_intent(side=1), 2.0, T0)
+    fill = matcher.fill_next(trades, 3, sequence=2)
+    assert fill is not None
+    impact = 10.0 * 2.0 / 8.0
+    assert fill.price == pytest.approx(100.0 * (1 + (1.0 + impact) / 1e4))
+    assert fill.slippage_bps == pytest.approx(1.0 + impact)
+    assert fill.fee == pytest.approx(2.0 * fill.price * 4.0 / 1e4)
+    assert fill.liquidity == "taker"
+    matcher.submit(order_intent(sequence=3, side=-1), 2.0, T0)
+    sell = matcher.fill_next(trades, 3, sequence=4)
+    assert sell is not None
+    assert sell.price == pytest.approx(100.0 * (1 - (1.0 + impact) / 1e4))
+    assert sell.slippage_bps == pytest.approx(1.0 + impact)
+
+
+def test_participation_window_reaches_into_the_previous_batch() -> None:
+    config = SimulationConfig(latency_ms=0.0, latency_jitter_ms=0.0, default_spread_bps=0.0)
+    matcher = PaperMatcher("BTCUSDT", config)
+    matcher.end_batch(
+        make_trades([T0 - 90 * NS_PER_SECOND, T0 - 20 * NS_PER_SECOND], [100.0, 100.0], [50.0, 4.0])
+    )
+    trades = make_trades([T0 - NS_PER_SECOND, T0], [100.0, 100.0], [1.0, 1.0])
+    assert matcher.impact_bps(1.0, T0, trades, 1) == pytest.approx(10.0 * 1.0 / 5.0)
+
+
+def test_zero_volume_falls_back_to_the_filled_trade() -> None:
+    matcher = PaperMatcher("BTCUSDT", EXACT)
+    trades = make_trades([T0], [100.0], [4.0])
+    assert matcher.impact_bps(2.0, T0, trades, 0) == pytest.approx(10.0 * 2.0 / 4.0)
+
+
+def _quotes(ts: list[int], bid: list[float], ask: list[float]) -> QuoteColumns:
+    ts_array = np.asarray(ts, np.int64)
+    return QuoteColumns(
+        ts_array,
+        ts_array,
+        np.arange(len(ts), dtype=np.int64),
+        np.asarray(bid),
+        np.ones(len(ts)),
+        np.asarray(ask),
+        np.ones(len(ts)),
+    )
+
+
+def test_quote_model_uses_the_touch_at_arrival() -> None:
+    config = SimulationConfig(latency_ms=50.0, latency_jitter_ms=0.0)
+    matcher = PaperMatcher("BTCUSDT", config)
+    trades = make_trades([T0 - NS_PER_SECOND, T0 + 60 * MS], [100.0, 100.2], [10.0, 1.0])
+    quotes = _quotes([T0, T0 + 40 * MS, T0 + 55 * MS], [99.0, 99.8, 90.0], [101.0, 100.2, 91.0])
+    matcher.submit(order_intent(side=1), 1.0, T0)
+    fill = matcher.fill_next(trades, 1, sequence=2, quotes=quotes)
+    assert fill is not None
+    impact = 10.0 * 1.0 / 10.0
+    assert fill.price == pytest.approx(100.2 * (1 + impact / 1e4))
+    assert fill.reference_price == pytest.approx(100.0)
+    assert fill.slippage_bps == pytest.approx((fill.price - 100.0) / 100.0 * 1e4)
+    matcher.submit(order_intent(sequence=3, side=-1), 1.0, T0)
+    sell = matcher.fill_next(trades, 1, sequence=4, quotes=quotes)
+    assert sell is not None and sell.price == pytest.approx(99.8 * (1 - impact / 1e4))
+
+
+def _depth(
+    ts: int, bids: list[tuple[float, float]], asks: list[tuple[float, float]]
+) -> DepthSamples:
+    levels = max(len(bids), len(asks))
+
+    def grid(rows: list[tuple[float, float]], column: int) -> np.ndarray:
+        values = [row[column] for row in rows] + [math.nan] * (levels - len(rows))
+        return np.asarray([values])
+
+    return DepthSamples(
+        np.asarray([ts], np.int64), grid(bids, 0), grid(bids, 1), grid(asks, 0), grid(asks, 1)
+    )
+
+
+def test_depth_walk_is_the_vwap_of_levels_consumed() -> None:
+    matcher = PaperMatcher("BTCUSDT", SimulationConfig(latency_ms=0.0, latency_jitter_ms=0.0))
+    trades = make_trades([T0], [100.0], [100.0])
+    depth = _depth(T0, [(99.0, 1.0), (98.0, 2.0)], [(101.0, 1.0), (102.0, 2.0), (103.0, 5.0)])
+    matcher.submit(order_intent(side=1), 2.5, T0)
+    fill = matcher.fill_next(trades, 0, sequence=2, depth=depth)
+    assert fill is not None
+    assert fill.price == pytest.approx((101.0 * 1.0 + 102.0 * 1.5) / 2.5)
+    assert fill.reference_price == pytest.approx(100.0)
+
+
+def test_depth_overflow_fills_the_rest_at_the_last_level_plus_impact() -> None:
+    matcher = PaperMatcher("BTCUSDT", SimulationConfig(latency_ms=0.0, latency_jitter_ms=0.0))
+    trades = make_trades([T0], [100.0], [10.0])
+    depth = _depth(T0, [(99.0, 1.0), (98.0, 1.0)], [(101.0, 1.0)])
+    matcher.submit(order_intent(side=-1), 5.0, T0)
+    fill = matcher.fill_next(trades, 0, sequence=2, depth=depth)
+    assert fill is not None
+    impact = 10.0 * 5.0 / 10.0
+    expected = (99.0 + 98.0 + 3.0 * 98.0 * (1 - impact / 1e4)) / 5.0
+    assert fill.price == pytest.approx(expected)
+
+
+def test_depth_after_arrival_is_not_used() -> None:
+    matcher = PaperMatcher(
+        "BTCUSDT", SimulationConfig(latency_ms=0.0, latency_jitter_ms=0.0, default_spread_bps=0.0)
+    )
+    trades = make_trades([T0 + 5], [100.0], [1e9])
+    depth = _depth(T0 + 1, [(50.0, 1.0)], [(150.0, 1.0)])
+    matcher.submit(order_intent(side=1), 1.0, T0)
+    fill = matcher.fill_next(trades, 0, sequence=2, depth=depth)
+    assert fill is not None and fill.price == pytest.approx(100.0, rel=1e-6)
+
+
+def test_order_rows_follow_the_lifecycle() -> None:
+    matcher = PaperMatcher("BTCUSDT", EXACT)
+    matcher.submit(order_intent(), 1.0, T0)
+    trades = make_trades([T0 + 80 * MS], [100.0])
+    matcher.fill_next(trades, 0, sequence=2)
+    rows = matcher.drain_rows()
+    assert [(row["key"], row["state"], row["ts_event"]) for row in rows] == [
+        ("BTCUSDT:o1:0", "new", T0),
+        ("BTCUSDT:o1:1", "accepted", T0 + 50 * MS),
+        ("BTCUSDT:o1:2", "filled", T0 + 80 * MS),
+    ]
+    assert rows[2]["filled_qty"] == 1.0 and rows[2]["intent_id"] == "BTCUSDT:i1"
+    assert rows[0]["venue_order_id"] is None and rows[1]["venue_order_id"] == "paper-BTCUSDT:o1"
+    assert matcher.drain_rows() == []
+
+
+def test_non_finite_price_rejects_the_order() -> None:
+    matcher = PaperMatcher("BTCUSDT", EXACT)
+    matcher.submit(order_intent(), 1.0, T0)
+    assert matcher.fill_next(make_trades([T0 + 60 * MS], [math.nan]), 0, sequence=2) is None
+    assert [row["state"] for row in matcher.drain_rows()] == ["new", "accepted", "rejected"]
+
+
+def test_estimated_slippage_and_pickling() -> None:
+    matcher = PaperMatcher("BTCUSDT", SimulationConfig(default_spread_bps=1.0))
+    trades = make_trades([T0 - NS_PER_SECOND], [100.0], [10.0])
+    estimate = matcher.estimate_slippage_bps(1, 1.0, T0, trades)
+    assert estimate == pytest.approx(0.5 + 10.0 * 1.0 / 10.0)
+    assert math.isnan(matcher.estimate_slippage_bps(1, 1.0, T0, make_trades([], [])))
+    matcher.submit(order_intent(), 1.0, T0)
+    clone = pickle.loads(pickle.dumps(matcher))
+    assert (
+        clone.submit(order_intent(2), 1.0, T0).arrival_ts
+        == matcher.submit(order_intent(2), 1.0, T0).arrival_ts
+    )
