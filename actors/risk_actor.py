@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
-from engine.risk import PortfolioRisk
 
 from engine.config import RiskConfig
+from engine.risk import PortfolioRisk
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
 
 _JOURNAL_FLUSH_ROWS = 2_000
@@ -25,6 +25,7 @@ class PortfolioRiskActor:
         self._risk = PortfolioRisk(config, initial_equity)
         self._journal = journal
         self._pending_rows = 0
+        self._last_append: Any = None
 
     def submit(self, updates: Sequence[PortfolioUpdate]) -> None:
         self._risk.submit(updates)
@@ -47,11 +48,13 @@ class PortfolioRiskActor:
     def _flush_journal(self) -> None:
         rows = self._risk.drain_journal()
         if any(rows.values()):
-            self._journal.append_many.remote(rows)
+            self._last_append = self._journal.append_many.remote(rows)
         self._pending_rows = 0
 
     def finish(self) -> dict[str, Any]:
         """Apply every buffered update, journal what is left and return the portfolio summary."""
         self._risk.finish()
         self._flush_journal()
+        if self._last_append is not None:
+            ray.get(self._last_append)  # the journal closes next; our rows must be in first
         return self._risk.summary()

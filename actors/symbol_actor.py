@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
-from engine.symbol_engine import StepResult, SymbolEngine
 
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.symbol_engine import StepResult, SymbolEngine
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
 
 
@@ -37,6 +37,7 @@ class SymbolActor:
         self._engine = SymbolEngine(symbol, config)
         self._gateway = RayRiskGateway(risk_actor)
         self._journal = journal
+        self._last_append: Any = None
 
     def step(self, batch: FeatureBatch | None, horizon: int, *dependencies: Any) -> StepResult:
         """Process a batch (or resume the paused one). `dependencies` are refs Ray resolves first
@@ -45,11 +46,14 @@ class SymbolActor:
         return self._ship_journal(result)
 
     def finish(self, *dependencies: Any) -> StepResult:
-        return self._ship_journal(self._engine.finish(self._gateway))
+        result = self._ship_journal(self._engine.finish(self._gateway))
+        if self._last_append is not None:
+            ray.get(self._last_append)  # the journal closes after every symbol has finished
+        return result
 
     def _ship_journal(self, result: StepResult) -> StepResult:
         if any(result.journal.values()):
-            self._journal.append_many.remote(result.journal)
+            self._last_append = self._journal.append_many.remote(result.journal)
             result.journal = {}
         return result
 

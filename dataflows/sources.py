@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from storage.tape import TapeReader
 
 from dataflows.binance import BinanceParser, read_capture
 from engine.batches import DeadLetter, MarketChunk, TradeColumns
+from storage.tape import TapeReader
 
 ProgressCallback = Callable[[int], None]
 
@@ -26,7 +27,11 @@ def _noop(_events: int) -> None:
 
 
 def _events_in(chunk: MarketChunk) -> int:
-    return len(chunk.trades) + len(chunk.quotes) + len(chunk.deltas)
+    """Market events as the venue sent them: trades, quotes, depth updates and snapshots
+    (a depth update or snapshot spans many level rows)."""
+    depth_updates = len(np.unique(chunk.deltas.final_update_id)) if len(chunk.deltas) else 0
+    snapshots = len(np.unique(chunk.snapshots.last_update_id)) if len(chunk.snapshots) else 0
+    return len(chunk.trades) + len(chunk.quotes) + depth_updates + snapshots
 
 
 class _IteratorPartition(StatefulSourcePartition[MarketChunk, int]):

@@ -45,6 +45,7 @@ class StagedChunk:
     book_events: tuple[BookEvent, ...] = ()
     dead_letters: tuple[DeadLetter, ...] = ()
     watermark: int = -END_OF_TIME
+    last_trade_ts: int = -END_OF_TIME
     bars: dict[str, BarColumns] = field(default_factory=dict)
 
     @property
@@ -74,7 +75,12 @@ def validate_events(
     watermark = END_OF_TIME if chunk.end_of_stream else state.watermark
     letters = chunk.dead_letters + tuple(trade_letters) + tuple(quote_letters)
     return state, replace(
-        staged, trades=trades, quotes=quotes, dead_letters=letters, watermark=watermark
+        staged,
+        trades=trades,
+        quotes=quotes,
+        dead_letters=letters,
+        watermark=watermark,
+        last_trade_ts=state.watermark,
     )
 
 
@@ -85,9 +91,9 @@ def sync_book(
     chunk = staged.chunk
     if state is None:
         state = BookSynchronizer(chunk.symbol, depth_levels=depth_levels)
-    if len(chunk.deltas) == 0 and len(chunk.snapshots) == 0:
-        return state, staged
-    result = state.apply(chunk.deltas, chunk.snapshots)
+    # Sample the book up to the last trade, so quiet book periods still give bars book features.
+    sample_until = staged.last_trade_ts if staged.last_trade_ts > -END_OF_TIME else None
+    result = state.apply(chunk.deltas, chunk.snapshots, watermark=sample_until)
     return state, replace(
         staged,
         book_track=result.track,
@@ -106,9 +112,10 @@ def fold_bars(
     trades = staged.trades if staged.trades is not None else TradeColumns.empty()
     bars = state.fold(trades, staged.watermark, staged.book_track)
     if staged.chunk.end_of_stream:
-        flushed = state.flush(staged.watermark)
+        flushed = state.flush(staged.watermark, staged.book_track)
         bars = _concat_bars(bars, flushed)
-    return state, replace(staged, bars=bars)
+    late = tuple(state.take_dead_letters())
+    return state, replace(staged, bars=bars, dead_letters=staged.dead_letters + late)
 
 
 def _concat_bars(

@@ -7,8 +7,8 @@ hands the rest to the same dataflow and actors. The CLI calls it; tests and the 
 from __future__ import annotations
 
 import gzip
-import logging
 import hashlib
+import logging
 import os
 import subprocess
 import time
@@ -55,9 +55,8 @@ def _display_path(path: Path) -> str:
 def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None) -> ReplayInput:
     """Decide whether `paths` is a tape or captures, and list its symbols up front (the
     supervisor must know every symbol before any risk decision)."""
-    from storage.tape import TapeReader
-
     from dataflows.capture_scan import scan_capture_symbols
+    from storage.tape import TapeReader
 
     chosen = [Path(path) for path in (paths or list(SAMPLE_CAPTURES))]
     for path in chosen:

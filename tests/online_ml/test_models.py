@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import pickle
 from pathlib import Path
@@ -18,7 +19,7 @@ def _real_samples(klines_csv: Path, count: int = 600) -> list[tuple[dict[str, fl
     with klines_csv.open() as handle:
         rows = list(csv.DictReader(handle))[: count + 1]
     samples = []
-    for current, following in zip(rows, rows[1:], strict=False):
+    for current, following in itertools.pairwise(rows):
         close = float(current["close"])
         features = {
             "bar_return": close / float(current["open"]) - 1.0,
