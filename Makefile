@@ -22,8 +22,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check engine storage dataflows actors online_ml tests
 	$(BIN)/mypy engine storage
 
-bench: $(STAMP)
-	$(BIN)/ats bench replay --strategy ema_cross
+BENCH_TAPE := benchmarks/tapes/btcusdt-1d
+
+$(BENCH_TAPE)/tape.json: | $(STAMP)
+	$(BIN)/ats synth from-bars --bars data/binance-1m/BTCUSDT_1m.csv --out $(BENCH_TAPE) --minutes 1440
+
+bench: $(STAMP) $(BENCH_TAPE)/tape.json
+	$(BIN)/ats bench replay --tape $(BENCH_TAPE) --strategy ema_cross --out benchmarks/replay.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from engine.symbol_engine import StepResult
 
 from actors.journal_actor import JournalActor
 from actors.risk_actor import PortfolioRiskActor
@@ -26,6 +25,7 @@ from actors.symbol_actor import SymbolActor
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
 from engine.metrics import RunMetrics
+from engine.symbol_engine import StepResult
 
 FOREVER = 2**63 - 1
 _FINISH = "finish"
@@ -92,6 +92,10 @@ class Supervisor:
 
     def on_journal_rows(self, rows_by_table: Mapping[str, list[dict[str, Any]]]) -> None:
         """Rows produced in the dataflow (dead letters, book events) go straight to the writer."""
+        self.metrics.add("dead_letters", len(rows_by_table.get("dead_letters", ())))
+        resyncs = [row for row in rows_by_table.get("book_events", ())
+                   if row.get("kind") == "resync_requested"]
+        self.metrics.add("book_resyncs", len(resyncs))
         if any(rows_by_table.values()):
             self.journal.append_many.remote(dict(rows_by_table))
 

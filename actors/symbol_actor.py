@@ -15,6 +15,7 @@ import ray
 
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.feature_rows import feature_rows
 from engine.symbol_engine import StepResult, SymbolEngine
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
 
@@ -35,6 +36,9 @@ class SymbolActor:
     def __init__(self, symbol: str, config: RunConfig, risk_actor: Any, journal: Any) -> None:
         self._symbol = symbol
         self._engine = SymbolEngine(symbol, config)
+        self._feature_timeframe = (
+            config.strategy.timeframe if config.replay.journal_features else None
+        )
         self._gateway = RayRiskGateway(risk_actor)
         self._journal = journal
         self._last_append: Any = None
@@ -43,6 +47,10 @@ class SymbolActor:
         """Process a batch (or resume the paused one). `dependencies` are refs Ray resolves first
         (the supervisor's latest risk submit), which orders this step after them."""
         result = self._engine.step(batch, horizon, self._gateway)
+        if batch is not None and self._feature_timeframe in batch.bars:
+            bars = batch.bars[self._feature_timeframe]
+            if len(bars):
+                result.journal.setdefault("features", []).extend(feature_rows(self._symbol, bars))
         return self._ship_journal(result)
 
     def finish(self, *dependencies: Any) -> StepResult:

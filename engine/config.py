@@ -121,6 +121,9 @@ class ReplayConfig(_Frozen):
     workers: int = Field(1, ge=1, le=8)
     max_batches_in_flight: int = Field(4, ge=1)
     depth_levels: int = Field(20, ge=1, description="book levels sampled for the matcher")
+    journal_features: bool = Field(
+        True, description="journal the strategy's primary-timeframe bars and indicators"
+    )
 
     @field_validator("batch_duration")
     @classmethod

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-import numpy as np
+import json
+from pathlib import Path
 
-from engine.bench import count_crossings, reference_ema
+import numpy as np
+import pytest
+
+from engine.bench import bench_replay, count_crossings, reference_ema
+from engine.synth import synth_from_bars
 
 
 def _naive_ema(values: list[float], period: int) -> list[float]:
@@ -31,3 +36,18 @@ def test_count_crossings_ignores_touches_and_warm_up() -> None:
     slow = np.array([np.nan, 2.0, 1.0, 2.0, 2.0, 2.0, 2.0])
     # signs: -, +, 0 (touch), -, +, +  -> crossings at +, -, +  = 3
     assert count_crossings(fast, slow) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_bench_replay_agrees_with_the_reference(tmp_path: Path, klines_csv: Path) -> None:
+    """The benchmark's assertion holds on a small tape: same crossings, sane figures."""
+    synth_from_bars(klines_csv, tmp_path / "tape", minutes=180, seed=4)
+    report = bench_replay(tmp_path / "tape", out=tmp_path / "replay.json")
+    assert report["crossings"] == report["reference_crossings"] > 0
+    assert report["trades"] > 300_000
+    assert report["trades_per_s"] > 0 and report["reference_trades_per_s"] > 0
+    assert report["peak_rss_mb"] > 100
+    written = json.loads((tmp_path / "replay.json").read_text())
+    assert set(written) >= {"trades", "trades_per_s", "reference_trades_per_s", "ratio",
+                            "crossings", "reference_crossings", "peak_rss_mb", "ray_start_s"}

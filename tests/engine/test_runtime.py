@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -24,9 +25,28 @@ def _journal_tables(journal: Path) -> dict[str, list[tuple[object, ...]]]:
     }
 
 
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("ats_") and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def test_sample_replay_runs_the_whole_pipeline(tmp_path: Path, spot_captures: list[Path]) -> None:
-    result = run_replay(None, None, tmp_path / "journal.duckdb", 1)
+    result = run_replay(None, None, tmp_path / "journal.duckdb", 1, metrics_port=0)
     summary = result.summary
+    metrics = _scrape(int(result.timings["metrics_port"]))
+    assert metrics["ats_events_total"] == summary["events"]
+    assert metrics["ats_bars_total"] == summary["bars"]
+    assert metrics["ats_signals_total"] == summary["signals"] > 0
+    assert metrics["ats_fills_total"] == summary["fills"] > 0
+    assert metrics["ats_rejected_intents_total"] == summary["rejected_intents"]
+    assert metrics["ats_dead_letters_total"] == summary["dead_letters"]
+    assert metrics["ats_batch_latency_seconds_count"] >= 1
     lines = read_capture_lines(spot_captures)
     trades = sum(1 for line in lines if "@trade" in line[:80])
     assert summary["events"] > trades > 19_000
@@ -78,8 +98,13 @@ def test_bad_input_completes_and_every_bad_row_is_journaled(
 ) -> None:
     capture = tmp_path / "corrupted.gz"
     injected = corrupted_capture(spot_captures, capture)
-    result = run_replay([capture], load_config(SAMPLE_CONFIG), tmp_path / "journal.duckdb", 1)
+    result = run_replay(
+        [capture], load_config(SAMPLE_CONFIG), tmp_path / "journal.duckdb", 1, metrics_port=0
+    )
     reasons = result.summary["dead_letter_reasons"]
+    metrics = _scrape(int(result.timings["metrics_port"]))
+    assert metrics["ats_dead_letters_total"] == result.summary["dead_letters"] >= 5
+    assert metrics["ats_book_resyncs_total"] == 1
     for reason, count in injected.items():
         assert reasons.get(reason) == count, (reason, reasons)
     with duckdb.connect(str(result.journal_path), read_only=True) as connection:
