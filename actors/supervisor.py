@@ -79,6 +79,7 @@ class Supervisor:
         self._last_submit: Any = None
         self._closed = False
         self.step_calls = 0
+        self.pauses = 0  # steps that stopped at the horizon and were resumed later
 
     # ------------------------------------------------------------------ input from the dataflow
 
@@ -156,6 +157,7 @@ class Supervisor:
             if name in self.metrics.totals:
                 self.metrics.add(name, amount)
         if result.paused:
+            self.pauses += 1
             state.paused = True
             state.pending_intent_ts = int(result.pending_intent_ts or result.watermark)
         else:

@@ -6,10 +6,8 @@ hands the rest to the same dataflow and actors. The CLI calls it; tests and the 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
-import os
 import subprocess
 import time
 import uuid
@@ -235,6 +233,7 @@ def run_replay(
             "journal": str(journal),
             "workers": workers,
             "actor_calls": supervisor.step_calls,
+            "pauses": supervisor.pauses,
         }
     )
     summary["portfolio"] = closing["portfolio"]
@@ -262,17 +261,7 @@ def run_replay(
 def _summary_json(summary: dict[str, Any]) -> str:
     from storage.journal import to_json
 
-    stable = {
-        key: value for key, value in summary.items() if key not in {"run_id", "journal", "workers"}
-    }
+    run_specific = {"run_id", "journal", "workers", "actor_calls", "pauses"}
+    stable = {key: value for key, value in summary.items() if key not in run_specific}
     return to_json(stable)
 
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1
-
-
-def count_capture_lines(path: Path) -> int:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        return sum(1 for _ in handle)

@@ -24,24 +24,12 @@ import pyarrow.csv as pa_csv
 
 from engine.timeframes import NS_PER_MINUTE
 from storage.schemas import BARS
+from storage.schemas import KLINES as KLINE_SCHEMA
 
 NS_PER_MS = 1_000_000
 PRICE_COLUMNS = ("open", "high", "low", "close")
 REQUIRED_COLUMNS = (*PRICE_COLUMNS, "volume", "quote_volume", "trades", "close_datetime")
 TAKER_BUY_COLUMNS = ("taker_buy_volume", "taker_buy_base_volume", "taker_buy_base_asset_volume")
-KLINE_SCHEMA = pa.schema(
-    [
-        ("ts_open", pa.int64()),
-        ("ts_close", pa.int64()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("quote_volume", pa.float64()),
-        ("trade_count", pa.int64()),
-    ]
-)
 
 
 class KlineFormatError(ValueError):

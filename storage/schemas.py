@@ -85,6 +85,21 @@ BARS = pa.schema(
     ]
 )
 
+# 1-minute klines as imported from CSV (storage/klines.py), before they become BARS rows.
+KLINES = pa.schema(
+    [
+        ("ts_open", pa.int64()),
+        ("ts_close", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("quote_volume", pa.float64()),
+        ("trade_count", pa.int64()),
+    ]
+)
+
 TAPE_TABLES: dict[str, pa.Schema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,

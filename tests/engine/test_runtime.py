@@ -80,10 +80,12 @@ def test_replays_are_deterministic_across_runs_and_workers(
 ) -> None:
     tape = two_symbol_tape(klines_csv, tmp_path / "tape", minutes=240)
     config = _competing_config(batch_rows=40_000)
-    journals = [
-        run_replay([tape], config, tmp_path / f"journal-{name}.duckdb", workers).journal_path
+    results = [
+        run_replay([tape], config, tmp_path / f"journal-{name}.duckdb", workers)
         for name, workers in (("a", 1), ("b", 1), ("c", 2))
     ]
+    assert all(result.summary["pauses"] > 0 for result in results), "horizon never bound"
+    journals = [result.journal_path for result in results]
     first = _journal_tables(journals[0])
     assert len(first["signals"]) > 20
     rejected = [row for row in first["risk_decisions"] if row[10] is False]
