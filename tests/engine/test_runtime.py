@@ -120,3 +120,14 @@ def test_bad_input_completes_and_every_bad_row_is_journaled(
     gap = kinds.index("gap")
     assert "synced" in kinds[:gap] and "synced" in kinds[gap:]
     assert all(detail and source for detail, source in details)
+
+
+def test_capture_replay_is_identical_with_one_and_two_workers(tmp_path: Path) -> None:
+    config = load_config(SAMPLE_CONFIG)
+    journals = [
+        run_replay(None, config, tmp_path / f"journal-{workers}.duckdb", workers).journal_path
+        for workers in (1, 2)
+    ]
+    first = _journal_tables(journals[0])
+    assert first["fills"] and first["features"] and first["book_events"]
+    assert _journal_tables(journals[1]) == first

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.cli import build_parser, main
+from storage.tape import TapeReader
+
+
+def test_replay_of_a_missing_input_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere.gz"
+    assert main(["replay", "--tape", str(missing), "--no-progress"]) == 2
+    assert f"replay input {missing} does not exist" in capsys.readouterr().err
+
+
+def test_a_bad_config_names_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("risk:\n  max_leverage: -1\n")
+    assert main(["replay", "--config", str(config), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "bad.yaml" in error and "risk.max_leverage" in error
+
+
+def test_synth_from_bars_writes_a_synthetic_tape(
+    tmp_path: Path, klines_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tape"
+    code = main(["synth", "from-bars", "--bars", str(klines_csv), "--out", str(out),
+                 "--minutes", "5", "--seed", "3"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    reader = TapeReader(out)
+    assert reader.metadata["synthetic"] is True
+    assert summary["trades"] == reader.metadata["rows"]["trades"] > 0
+
+
+def test_every_documented_command_parses() -> None:
+    parser = build_parser()
+    for argv in (
+        ["replay"],
+        ["replay", "--tape", "a.gz", "--tape", "b.gz", "--config", "c.yaml", "--journal", "j",
+         "--workers", "2", "--metrics-port", "0", "--dashboard"],
+        ["synth", "from-bars", "--bars", "x.csv", "--out", "t", "--minutes", "1440"],
+        ["import", "capture", "a.gz", "--out", "t"],
+        ["report", "journal.duckdb"],
+        ["bench", "replay", "--tape", "t", "--strategy", "ema_cross"],
+    ):
+        assert parser.parse_args(argv).handler is not None
