@@ -282,8 +282,9 @@ class TapeReader:
                     raise TapeError(f"{file}: unreadable Parquet file: {error}") from error
                 _check_schema(self.path, name, schema)
 
-    def read_table(self, name: str) -> pa.Table:
-        """One whole tape table (all symbols, stored order); a missing table reads as empty."""
+    def read_table(self, name: str, symbols: Sequence[str] | None = None) -> pa.Table:
+        """One tape table in stored order, all symbols or only `symbols` (filtered while reading,
+        so a partition per symbol does not read the others' rows); a missing table is empty."""
         if name not in TAPE_TABLES:
             raise TapeError(
                 f"{self.path}: unknown tape table {name!r}; tables: {list(TAPE_TABLES)}"
@@ -291,8 +292,11 @@ class TapeReader:
         file = self.path / table_file(name)
         if not file.exists():
             return TAPE_TABLES[name].empty_table()
+        row_filter = None
+        if symbols is not None and set(symbols) != set(self.symbols):
+            row_filter = [("symbol", "in", list(symbols))]
         try:
-            return pq.read_table(file, read_dictionary=["symbol"])
+            return pq.read_table(file, read_dictionary=["symbol"], filters=row_filter)
         except (OSError, pa.ArrowInvalid) as error:
             raise TapeError(f"{file}: unreadable Parquet file: {error}") from error
 
@@ -348,7 +352,7 @@ class TapeReader:
             raise TapeError(f"{self.path}: symbols {unknown} not in tape; it has {self.symbols}")
         per_symbol: dict[str, dict[str, dict[str, PiecewiseColumn]]] = {s: {} for s in wanted}
         for name in TAPE_TABLES:
-            table = self.read_table(name)
+            table = self.read_table(name, wanted)
             columns = {
                 column: PiecewiseColumn.from_arrow(table.column(column))
                 for column in table.column_names

@@ -210,3 +210,18 @@ def test_not_a_tape_errors_name_the_path(tmp_path: Path) -> None:
     (tmp_path / "good" / "trades.parquet").write_bytes(b"not parquet")
     with pytest.raises(TapeError, match="unreadable Parquet"):
         TapeReader(tmp_path / "good")
+
+
+def test_reading_one_symbol_filters_rows_while_reading(tmp_path: Path) -> None:
+    from tests.support.tapes import two_symbol_tape
+
+    klines = Path(__file__).resolve().parents[2] / "data" / "binance-1m" / "BTCUSDT_1m.csv"
+    reader = TapeReader(two_symbol_tape(klines, tmp_path / "tape", minutes=20))
+    whole = reader.read_table("trades")
+    only_eth = reader.read_table("trades", ["ETHUSDT"])
+    assert set(only_eth.column("symbol").to_pylist()) == {"ETHUSDT"}
+    expected = sum(1 for symbol in whole.column("symbol").to_pylist() if symbol == "ETHUSDT")
+    assert only_eth.num_rows == expected < whole.num_rows
+    chunks = list(reader.iter_chunks(50_000, 10**15, symbols=["ETHUSDT"]))
+    assert sum(len(chunk.trades) for chunk in chunks) == expected
+    assert {chunk.symbol for chunk in chunks} == {"ETHUSDT"} and chunks[-1].end_of_stream
