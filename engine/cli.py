@@ -83,6 +83,19 @@ def _cmd_import_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_klines(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from storage.klines import bars_table, read_klines_csv
+
+    bars = bars_table(read_klines_csv(Path(args.csv)), args.symbol)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(bars, out)
+    print(json.dumps({"bars": bars.num_rows, "symbol": args.symbol, "out": str(out)}))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from storage.report import journal_summary
 
@@ -143,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", required=True, metavar="TAPE")
     capture.add_argument("--symbol", default=None)
     capture.set_defaults(handler=_cmd_import_capture)
+
+    klines = importer.add_parser("klines", help="1-minute kline CSV to a Parquet bars table")
+    klines.add_argument("--csv", required=True, metavar="CSV")
+    klines.add_argument("--out", required=True, metavar="PARQUET")
+    klines.add_argument("--symbol", default="BTCUSDT")
+    klines.set_defaults(handler=_cmd_import_klines)
 
     report = commands.add_parser("report", help="summarise a journal")
     report.add_argument("journal", metavar="JOURNAL")

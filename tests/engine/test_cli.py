@@ -40,6 +40,29 @@ def test_synth_from_bars_writes_a_synthetic_tape(
     assert summary["trades"] == reader.metadata["rows"]["trades"] > 0
 
 
+def test_import_klines_writes_bars(tmp_path: Path, klines_csv: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "bars.parquet"
+    assert main(["import", "klines", "--csv", str(klines_csv), "--out", str(out)]) == 0
+    bars = pq.read_table(out)
+    assert bars.num_rows == 41_761
+    assert set(bars.column("timeframe").to_pylist()) == {"1m"}
+    assert bars.column("close").to_pylist()[0] == 96440.0
+
+
+def test_import_klines_of_a_bad_file_names_the_line(
+    tmp_path: Path, klines_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = klines_csv.read_text().splitlines()[:5]
+    lines[3] = lines[3].replace(lines[3].split(",")[1], "oops", 1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    assert main(["import", "klines", "--csv", str(bad), "--out", str(tmp_path / "b.parquet")]) == 2
+    error = capsys.readouterr().err
+    assert "bad.csv" in error and "line 4" in error
+
+
 def test_every_documented_command_parses() -> None:
     parser = build_parser()
     for argv in (
@@ -48,6 +71,7 @@ def test_every_documented_command_parses() -> None:
          "--workers", "2", "--metrics-port", "0", "--dashboard"],
         ["synth", "from-bars", "--bars", "x.csv", "--out", "t", "--minutes", "1440"],
         ["import", "capture", "a.gz", "--out", "t"],
+        ["import", "klines", "--csv", "k.csv", "--out", "bars.parquet"],
         ["report", "journal.duckdb"],
         ["bench", "replay", "--tape", "t", "--strategy", "ema_cross"],
     ):
