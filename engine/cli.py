@@ -59,6 +59,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         dashboard=args.dashboard,
         metrics_port=args.metrics_port,
+        ray_address=args.ray_address,
     )
     print_summary(result.summary, result.timings)
     return 0
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus /metrics on this port (0: any free port)")
     replay.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    replay.add_argument("--ray-address", default=None,
+                        help="join a running Ray cluster (e.g. 'auto' after `ray start --head`)")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(handler=_cmd_replay)
 

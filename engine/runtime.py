@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import time
 import uuid
@@ -106,20 +107,24 @@ def code_version() -> str:
     return f"{base}+{commit}" if commit else base
 
 
-def start_ray(dashboard: bool = False) -> float:
-    """Start (or join) Ray; returns the seconds it took. A deployment keeps Ray up between runs."""
+def start_ray(dashboard: bool = False, address: str | None = None) -> float:
+    """Start a local Ray, or join the cluster at `address` (or $RAY_ADDRESS), e.g. one started
+    with `ray start --head` whose dashboard shows the actors. Returns the seconds it took."""
     import ray
 
     if ray.is_initialized():
         return 0.0
     started = time.perf_counter()
-    ray.init(
-        include_dashboard=dashboard,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-        object_store_memory=1024**3,
-        configure_logging=True,
-    )
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, configure_logging=True)
+    else:
+        ray.init(
+            include_dashboard=dashboard,
+            logging_level=logging.WARNING,
+            object_store_memory=1024**3,
+            configure_logging=True,
+        )
     return time.perf_counter() - started
 
 
@@ -162,6 +167,7 @@ def run_replay(
     progress: bool = False,
     dashboard: bool = False,
     metrics_port: int | None = None,
+    ray_address: str | None = None,
 ) -> RunResult:
     """Replay a tape or raw captures through features, actors and journal; return the summary."""
     from bytewax.run import cli_main
@@ -186,7 +192,7 @@ def run_replay(
     if journal.exists():
         raise FileExistsError(f"journal {journal} already exists; choose another --journal path")
     started_at = datetime.now(UTC)
-    timings = {"ray_start_s": start_ray(dashboard)}
+    timings = {"ray_start_s": start_ray(dashboard, ray_address)}
 
     metrics = RunMetrics()
     port = metrics_port if metrics_port is not None else config.metrics_port
