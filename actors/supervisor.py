@@ -198,10 +198,22 @@ class Supervisor:
             ray.get(self._last_submit)
         portfolio = ray.get(self.risk.finish.remote())
         rows_written = ray.get(self.journal.close.remote())
+        self._stop_actors()  # a long-lived cluster must not keep a finished run's processes
         return {"portfolio": portfolio, "rows_written": rows_written}
 
-    def kill(self) -> None:
-        for state in self._symbols.values():
-            ray.kill(state.actor)
-        ray.kill(self.risk)
-        ray.kill(self.journal)
+    def abort(self, timeout_s: float = 30.0) -> None:
+        """After a failure: keep what the journal already has (flush and close it), then stop
+        every actor. Never raises, so the original error is what the caller sees."""
+        self._closed = True
+        try:
+            ray.get(self.journal.close.remote(), timeout=timeout_s)
+        except Exception:  # best effort on the failure path
+            pass
+        self._stop_actors()
+
+    def _stop_actors(self) -> None:
+        for actor in [state.actor for state in self._symbols.values()] + [self.risk, self.journal]:
+            try:
+                ray.kill(actor)
+            except Exception:  # already gone
+                pass

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.timeframes import DEFAULT_TIMEFRAMES, TIMEFRAMES, parse_duration_ns
 
@@ -154,6 +161,19 @@ class RunConfig(_Frozen):
         for name in value:
             _check_timeframe(name)
         return tuple(sorted(set(value), key=lambda name: TIMEFRAMES[name]))
+
+    @model_validator(mode="after")
+    def _strategy_timeframes_are_computed(self) -> RunConfig:
+        needed = [self.strategy.timeframe]
+        if isinstance(self.strategy, MomentumBreakoutConfig):
+            needed.append(self.strategy.trend_timeframe)
+        missing = [name for name in needed if name not in self.timeframes]
+        if missing:
+            raise ValueError(
+                f"strategy {self.strategy.kind} needs timeframes {missing}, which `timeframes` "
+                f"({', '.join(self.timeframes)}) does not compute"
+            )
+        return self
 
 
 class ConfigError(ValueError):

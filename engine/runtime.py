@@ -223,6 +223,9 @@ def run_replay(
     try:
         cli_main(flow, workers_per_process=workers)
         closing = supervisor.close()
+    except BaseException:
+        supervisor.abort()
+        raise
     finally:
         tracker.close()
     timings["replay_s"] = time.perf_counter() - span_start

@@ -60,3 +60,8 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(path)
+
+
+def test_strategy_timeframes_must_be_computed() -> None:
+    with pytest.raises(ConfigError, match=r"needs timeframes \['4h'\]"):
+        parse_config({"timeframes": ["1m", "15m"], "strategy": {"kind": "momentum_breakout"}})

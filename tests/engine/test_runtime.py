@@ -131,3 +131,30 @@ def test_capture_replay_is_identical_with_one_and_two_workers(tmp_path: Path) ->
     first = _journal_tables(journals[0])
     assert first["fills"] and first["features"] and first["book_events"]
     assert _journal_tables(journals[1]) == first
+
+
+def test_a_failing_run_keeps_its_journal_and_stops_its_actors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    from actors.supervisor import Supervisor
+
+    original = Supervisor.on_features
+    seen: list[int] = []
+
+    def fail_on_second_batch(self: Supervisor, batch: object) -> None:
+        seen.append(1)
+        if len(seen) == 2:
+            raise RuntimeError("injected failure in the sink")
+        original(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Supervisor, "on_features", fail_on_second_batch)
+    journal = tmp_path / "journal.duckdb"
+    with pytest.raises(Exception, match="injected failure"):
+        run_replay(None, load_config(SAMPLE_CONFIG), journal, 1)
+    with duckdb.connect(str(journal), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM book_events").fetchall()[0][0] >= 1
+    names = {actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+             if isinstance(actor, dict)}
+    assert not any(name.startswith(("journal-sample", "risk-sample")) for name in names)
