@@ -28,7 +28,7 @@ from engine.metrics import RunMetrics
 from engine.symbol_engine import StepResult
 
 FOREVER = 2**63 - 1
-_FINISH = "finish"
+_FINISH = object()  # queued after a symbol's last batch: finish it
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Supervisor:
                 continue
             item, queued_at = state.queue.popleft()
             state.dispatched_at = queued_at
-            if item == _FINISH:
+            if item is _FINISH:
                 state.finishing = True
                 state.running = state.actor.finish.remote(*self._dependencies())
             else:
@@ -159,7 +159,8 @@ class Supervisor:
         if result.paused:
             self.pauses += 1
             state.paused = True
-            state.pending_intent_ts = int(result.pending_intent_ts or result.watermark)
+            pending = result.pending_intent_ts
+            state.pending_intent_ts = int(result.watermark if pending is None else pending)
         else:
             self.metrics.batch_latency.observe(time.perf_counter() - state.dispatched_at)
         state.watermark = max(state.watermark, result.watermark)
