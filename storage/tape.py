@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from engine.batches import DeadLetter, MarketChunk
 from storage.schemas import TAPE_TABLES
-from storage.tape_chunks import CONTAINERS, PiecewiseColumn, chunk_symbol
+from storage.tape_chunks import CONTAINERS, stream_symbol
 
 TAPE_FORMAT = "ats-tape"
 TAPE_VERSION = 1
@@ -300,29 +300,6 @@ class TapeReader:
         except (OSError, pa.ArrowInvalid) as error:
             raise TapeError(f"{file}: unreadable Parquet file: {error}") from error
 
-    def _symbol_rows(self, name: str, table: pa.Table) -> dict[str, np.ndarray | None]:
-        """Row indices of each symbol in a table (None meaning every row)."""
-        codes = np.empty(len(table), dtype=np.int32)
-        offset = 0
-        positions = {symbol: index for index, symbol in enumerate(self.symbols)}
-        for chunk in table.column("symbol").chunks:
-            if not pa.types.is_dictionary(chunk.type):
-                chunk = chunk.dictionary_encode()
-            mapping = []
-            for value in chunk.dictionary.to_pylist():
-                if value not in positions:
-                    raise TapeError(
-                        f"{self.path / table_file(name)}: symbol {value!r} is not listed in "
-                        f"{METADATA_FILE} symbols {self.symbols}"
-                    )
-                mapping.append(positions[value])
-            indices = chunk.indices.to_numpy(zero_copy_only=False)
-            codes[offset : offset + len(chunk)] = np.asarray(mapping, dtype=np.int32)[indices]
-            offset += len(chunk)
-        if len(self.symbols) == 1:
-            return {self.symbols[0]: None}
-        return {symbol: np.flatnonzero(codes == index) for symbol, index in positions.items()}
-
     def iter_chunks(
         self,
         batch_rows: int,
@@ -350,25 +327,14 @@ class TapeReader:
         unknown = [symbol for symbol in wanted if symbol not in self.symbols]
         if unknown:
             raise TapeError(f"{self.path}: symbols {unknown} not in tape; it has {self.symbols}")
-        per_symbol: dict[str, dict[str, dict[str, PiecewiseColumn]]] = {s: {} for s in wanted}
-        for name in TAPE_TABLES:
-            table = self.read_table(name, wanted)
-            columns = {
-                column: PiecewiseColumn.from_arrow(table.column(column))
-                for column in table.column_names
-                if column != "symbol"
-            }
-            for symbol, rows in self._symbol_rows(name, table).items():
-                if symbol in per_symbol:
-                    per_symbol[symbol][name] = (
-                        columns if rows is None
-                        else {
-                            key: PiecewiseColumn([value.whole()[rows]])
-                            for key, value in columns.items()
-                        }
-                    )
+        files = {name: self.path / table_file(name) for name in TAPE_TABLES}
         for symbol in wanted:
-            yield from chunk_symbol(symbol, per_symbol[symbol], batch_rows, batch_duration_ns)
+            try:
+                yield from stream_symbol(
+                    symbol, files, TAPE_TABLES, self.symbols, batch_rows, batch_duration_ns
+                )
+            except (OSError, ValueError, pa.ArrowException) as error:
+                raise TapeError(f"{self.path}: cannot read symbol {symbol}: {error}") from error
 
 
 def capture_to_tape(

@@ -1,16 +1,21 @@
-"""Cutting one symbol's tape columns into `MarketChunk`s of consecutive receive-time ranges.
+"""Cutting one symbol's tape tables into `MarketChunk`s of consecutive receive-time ranges,
+streaming: each table is read a record batch at a time, so memory stays bounded by a few batches
+however long the tape is.
 
-Kept apart from `storage.tape` (the file format) because it is pure NumPy: columns stay the
-zero-copy views of their Arrow chunks and chunks are slices of them.
+Kept apart from `storage.tape` (the file format) because it is only about reading order and
+cutting; the chunks are the same as cutting the whole tables at once would give.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from engine.batches import (
     BookDeltaColumns,
@@ -21,6 +26,7 @@ from engine.batches import (
 )
 
 _INT64_MAX = 2**63 - 1
+READ_BATCH_ROWS = 262_144
 
 # Tape table name -> (MarketChunk attribute, columns container)
 CONTAINERS: dict[str, tuple[str, Any]] = {
@@ -31,90 +37,125 @@ CONTAINERS: dict[str, tuple[str, Any]] = {
 }
 
 
-class PiecewiseColumn:
-    """A column kept as the zero-copy NumPy views of its Arrow chunks (one per row group).
+class TableStream:
+    """One tape table of one symbol, read forward in record batches.
 
-    Slicing returns a view when the range lies inside one piece and concatenates only the
-    pieces a range straddles, so reading a tape does not copy whole columns.
+    Keeps the unconsumed rows as NumPy columns plus their cutting keys: ts_recv, or its running
+    maximum if ts_recv ever steps back (row order wins, a late row travels with its neighbours).
     """
 
-    def __init__(self, pieces: list[np.ndarray], dtype: np.dtype | None = None) -> None:
-        self.pieces = [piece for piece in pieces if len(piece)]
-        self.dtype = pieces[0].dtype if pieces else dtype
-        self.bounds = np.cumsum([0] + [len(piece) for piece in self.pieces])
+    def __init__(
+        self, file: Path | None, schema: pa.Schema, symbol: str, known_symbols: Sequence[str]
+    ) -> None:
+        self.names = [name for name in schema.names if name != "symbol"]
+        self._empty = {
+            name: np.empty(0, dtype=schema.field(name).type.to_pandas_dtype())
+            for name in self.names
+        }
+        self.columns = dict(self._empty)
+        self.keys = np.empty(0, dtype=np.int64)
+        self._running_max = -_INT64_MAX
+        self._symbol = symbol
+        self._known = set(known_symbols)
+        self._file = file
+        self._batches: Iterator[pa.RecordBatch] | None = None
+        if file is not None and file.exists():
+            self._batches = pq.ParquetFile(file).iter_batches(
+                batch_size=READ_BATCH_ROWS, columns=[*self.names, "symbol"]
+            )
 
-    @staticmethod
-    def from_arrow(column: pa.ChunkedArray) -> PiecewiseColumn:
-        pieces = [chunk.to_numpy(zero_copy_only=False) for chunk in column.chunks]
-        return PiecewiseColumn(pieces, np.dtype(column.type.to_pandas_dtype()))
+    @property
+    def exhausted(self) -> bool:
+        return self._batches is None and len(self.keys) == 0
 
-    def __len__(self) -> int:
-        return int(self.bounds[-1])
+    def _load(self) -> bool:
+        """Append the next record batch; False when the file has no more."""
+        if self._batches is None:
+            return False
+        batch = next(self._batches, None)
+        if batch is None:
+            self._batches = None
+            return False
+        symbols = batch.column("symbol")
+        unknown = set(pc.unique(symbols).to_pylist()) - self._known
+        if unknown:
+            raise ValueError(
+                f"{self._file}: symbols {sorted(map(str, unknown))} are not listed in the tape's "
+                f"metadata {sorted(self._known)}"
+            )
+        if len(self._known) > 1:
+            batch = batch.filter(pc.equal(symbols, self._symbol))
+            if batch.num_rows == 0:
+                return True
+        new = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in self.names}
+        received = new["ts_recv"].astype(np.int64, copy=False)
+        keys = np.maximum.accumulate(np.maximum(received, self._running_max))
+        self._running_max = int(keys[-1])
+        self.columns = {name: np.concatenate([self.columns[name], new[name]])
+                        for name in self.names}
+        self.keys = np.concatenate([self.keys, keys])
+        return True
 
-    def whole(self) -> np.ndarray:
-        if len(self.pieces) == 1:
-            return self.pieces[0]
-        if not self.pieces:
-            return np.empty(0, dtype=self.dtype)
-        return np.concatenate(self.pieces)
+    def fill(self, until_key: int | None = None, rows: int = 1) -> None:
+        """Read until at least `rows` rows are buffered and the last key reaches `until_key`."""
+        while (len(self.keys) < rows or (until_key is not None and self.keys[-1] < until_key)):
+            if not self._load():
+                return
 
-    def slice(self, start: int, stop: int) -> np.ndarray:
-        if stop <= start:
-            return np.empty(0, dtype=self.dtype)
-        first = int(np.searchsorted(self.bounds, start, "right")) - 1
-        last = int(np.searchsorted(self.bounds, stop, "left")) - 1
-        if first == last:
-            offset = int(self.bounds[first])
-            return self.pieces[first][start - offset : stop - offset]
-        parts = [
-            self.pieces[index][
-                max(start - int(self.bounds[index]), 0) : stop - int(self.bounds[index])
-            ]
-            for index in range(first, last + 1)
-        ]
-        return np.concatenate(parts)
+    def count_before(self, cut: int) -> int:
+        return int(np.searchsorted(self.keys, cut, "left"))
+
+    def take(self, count: int) -> dict[str, np.ndarray]:
+        taken = {name: values[:count] for name, values in self.columns.items()}
+        self.columns = {name: values[count:] for name, values in self.columns.items()}
+        self.keys = self.keys[count:]
+        return taken
 
 
-def chunk_symbol(
+def stream_symbol(
     symbol: str,
-    tables: dict[str, dict[str, PiecewiseColumn]],
+    files: Mapping[str, Path | None],
+    schemas: Mapping[str, pa.Schema],
+    known_symbols: Sequence[str],
     batch_rows: int,
     batch_duration_ns: int,
 ) -> Iterator[MarketChunk]:
-    """Cut one symbol's columns into MarketChunks (see `TapeReader.iter_chunks`)."""
-    keys: dict[str, np.ndarray] = {}
-    for name, columns in tables.items():
-        received = columns["ts_recv"].whole()
-        if len(received) > 1 and bool(np.any(received[1:] < received[:-1])):
-            received = np.maximum.accumulate(received)
-        keys[name] = received
-    starts = dict.fromkeys(tables, 0)
+    """Cut one symbol's tables into MarketChunks (see `TapeReader.iter_chunks`).
+
+    Raises ValueError if a table holds a symbol the tape's metadata does not list."""
+    streams = {
+        name: TableStream(files.get(name), schemas[name], symbol, known_symbols)
+        for name in CONTAINERS
+    }
+    trades = streams["trades"]
     sequence = 0
-    trade_keys = keys["trades"]
     while True:
-        remaining = [name for name in tables if starts[name] < len(keys[name])]
-        if not remaining and sequence > 0:
-            return
-        ends = dict(starts)
+        for stream in streams.values():
+            stream.fill()
+        remaining = [stream for stream in streams.values() if len(stream.keys)]
+        counts = dict.fromkeys(streams, 0)
         if remaining:
-            first = min(int(keys[name][starts[name]]) for name in remaining)
+            first = min(int(stream.keys[0]) for stream in remaining)
             cut = min(first + batch_duration_ns, _INT64_MAX)
-            trade_end = int(np.searchsorted(trade_keys, cut, "left"))
-            if trade_end - starts["trades"] > batch_rows:
-                trade_end = starts["trades"] + batch_rows
-                cut = int(trade_keys[trade_end])
-            for name in tables:
-                ends[name] = int(np.searchsorted(keys[name], cut, "left"))
-            ends["trades"] = trade_end
-        done = all(ends[name] >= len(keys[name]) for name in tables)
+            trades.fill(until_key=cut, rows=batch_rows + 1)
+            counts["trades"] = trades.count_before(cut)
+            if counts["trades"] > batch_rows:
+                counts["trades"] = batch_rows
+                cut = int(trades.keys[batch_rows])
+            for name, stream in streams.items():
+                if name != "trades":
+                    stream.fill(until_key=cut)
+                    counts[name] = stream.count_before(cut)
+        elif sequence > 0:
+            return
         parts = {}
-        for name, columns in tables.items():
+        for name, stream in streams.items():
             attribute, container = CONTAINERS[name]
-            parts[attribute] = container(
-                **{key: value.slice(starts[name], ends[name]) for key, value in columns.items()}
-            )
+            parts[attribute] = container(**stream.take(counts[name]))
+        for stream in streams.values():
+            stream.fill()
+        done = all(stream.exhausted for stream in streams.values())
         yield MarketChunk(symbol=symbol, sequence=sequence, end_of_stream=done, **parts)
         sequence += 1
-        starts = ends
         if done:
             return

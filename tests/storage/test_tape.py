@@ -225,3 +225,42 @@ def test_reading_one_symbol_filters_rows_while_reading(tmp_path: Path) -> None:
     chunks = list(reader.iter_chunks(50_000, 10**15, symbols=["ETHUSDT"]))
     assert sum(len(chunk.trades) for chunk in chunks) == expected
     assert {chunk.symbol for chunk in chunks} == {"ETHUSDT"} and chunks[-1].end_of_stream
+
+
+def test_streamed_chunks_do_not_depend_on_the_read_batch_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.tape_chunks as tape_chunks
+    from tests.support.tapes import two_symbol_tape
+
+    klines = Path(__file__).resolve().parents[2] / "data" / "binance-1m" / "BTCUSDT_1m.csv"
+    reader = TapeReader(two_symbol_tape(klines, tmp_path / "tape", minutes=15))
+
+    def cut(read_rows: int) -> list[tuple[str, int, bool, list[np.ndarray]]]:
+        monkeypatch.setattr(tape_chunks, "READ_BATCH_ROWS", read_rows)
+        return [
+            (chunk.symbol, chunk.sequence, chunk.end_of_stream,
+             list(chunk.trades.as_dict().values()))
+            for chunk in reader.iter_chunks(7_000, 90 * 10**9)
+        ]
+
+    large, small = cut(1_000_000), cut(997)
+    assert [item[:3] for item in large] == [item[:3] for item in small]
+    assert len(large) > 4
+    for (_, _, _, expected), (_, _, _, actual) in zip(large, small, strict=True):
+        for left, right in zip(expected, actual, strict=True):
+            np.testing.assert_array_equal(left, right)
+
+
+def test_a_table_row_of_an_unlisted_symbol_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from tests.support.tapes import two_symbol_tape
+
+    klines = Path(__file__).resolve().parents[2] / "data" / "binance-1m" / "BTCUSDT_1m.csv"
+    tape = two_symbol_tape(klines, tmp_path / "tape", minutes=3)
+    metadata = json.loads((tape / "tape.json").read_text())
+    metadata["symbols"] = ["BTCUSDT"]
+    (tape / "tape.json").write_text(json.dumps(metadata))
+    with pytest.raises(TapeError, match=r"symbols \['ETHUSDT'\] are not listed"):
+        list(TapeReader(tape).iter_chunks(10_000, 10**12))
