@@ -52,7 +52,7 @@ class TableStream:
             name: np.empty(0, dtype=schema.field(name).type.to_pandas_dtype())
             for name in self.names
         }
-        self.columns = dict(self._empty)
+        self._pieces: list[dict[str, np.ndarray]] = []  # buffered rows, one dict per batch read
         self.keys = np.empty(0, dtype=np.int64)
         self._running_max = -_INT64_MAX
         self._symbol = symbol
@@ -60,7 +60,7 @@ class TableStream:
         self._file = file
         self._batches: Iterator[pa.RecordBatch] | None = None
         if file is not None and file.exists():
-            self._batches = pq.ParquetFile(file).iter_batches(
+            self._batches = pq.ParquetFile(file, read_dictionary=["symbol"]).iter_batches(
                 batch_size=READ_BATCH_ROWS, columns=[*self.names, "symbol"]
             )
 
@@ -91,8 +91,7 @@ class TableStream:
         received = new["ts_recv"].astype(np.int64, copy=False)
         keys = np.maximum.accumulate(np.maximum(received, self._running_max))
         self._running_max = int(keys[-1])
-        self.columns = {name: np.concatenate([self.columns[name], new[name]])
-                        for name in self.names}
+        self._pieces.append(new)
         self.keys = np.concatenate([self.keys, keys])
         return True
 
@@ -106,10 +105,25 @@ class TableStream:
         return int(np.searchsorted(self.keys, cut, "left"))
 
     def take(self, count: int) -> dict[str, np.ndarray]:
-        taken = {name: values[:count] for name, values in self.columns.items()}
-        self.columns = {name: values[count:] for name, values in self.columns.items()}
+        """Remove and return the first `count` rows; only pieces a range spans are joined."""
+        parts: list[dict[str, np.ndarray]] = []
+        remaining = count
+        while remaining > 0:
+            piece = self._pieces[0]
+            size = len(piece["ts_recv"])
+            if size <= remaining:
+                parts.append(self._pieces.pop(0))
+                remaining -= size
+            else:
+                parts.append({name: values[:remaining] for name, values in piece.items()})
+                self._pieces[0] = {name: values[remaining:] for name, values in piece.items()}
+                remaining = 0
         self.keys = self.keys[count:]
-        return taken
+        if not parts:
+            return dict(self._empty)
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([part[name] for part in parts]) for name in self.names}
 
 
 def stream_symbol(
