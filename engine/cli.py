@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="summarise a journal")
     report.add_argument("journal", metavar="JOURNAL")
-    report.add_argument("--initial-equity", type=float, default=100_000.0)
+    report.add_argument("--initial-equity", type=float, default=None,
+                        help="default: the run's configured initial equity")
     report.set_defaults(handler=_cmd_report)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(

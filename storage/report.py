@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,33 @@ def _scalar(connection: duckdb.DuckDBPyConnection, sql: str) -> Any:
     return rows[0][0] if rows else None
 
 
-def journal_summary(journal_path: Path | str, initial_equity: float) -> dict[str, Any]:
-    """Counts and P&L of a finished run, from its journal tables."""
+def run_record(journal_path: Path | str) -> dict[str, Any]:
+    """The journal's `runs` row as a dict (config and summary parsed), or {} before it exists."""
+    with duckdb.connect(str(journal_path), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT run_id, mode, input_path, data_hash, config, code_version, summary FROM runs"
+        ).fetchall()
+    if not rows:
+        return {}
+    run_id, mode, input_path, data_hash, config, code_version, summary = rows[0]
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "input": input_path,
+        "data_hash": data_hash,
+        "config": json.loads(config) if config else {},
+        "code_version": code_version,
+        "summary": json.loads(summary) if summary else {},
+    }
+
+
+def journal_summary(journal_path: Path | str, initial_equity: float | None = None
+                    ) -> dict[str, Any]:
+    """Counts and P&L of a finished run, from its journal tables. The initial equity comes from
+    the run's config when not given; events and bars from the run's stored summary."""
+    record = run_record(journal_path) if initial_equity is None else {}
+    if initial_equity is None:
+        initial_equity = float(record.get("config", {}).get("initial_equity", 100_000.0))
     with duckdb.connect(str(journal_path), read_only=True) as connection:
         final_equity = _scalar(
             connection, "SELECT equity FROM equity ORDER BY ts_event DESC, key DESC LIMIT 1"
@@ -45,6 +71,10 @@ def journal_summary(journal_path: Path | str, initial_equity: float) -> dict[str
             "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason"
         ).fetchall()
     summary["pnl"] = summary["final_equity"] - initial_equity
+    stored = record.get("summary", {})
+    for key in ("events", "bars"):
+        if key in stored:
+            summary[key] = stored[key]
     summary["dead_letter_reasons"] = {reason: count for reason, count in reasons}
     return summary
 

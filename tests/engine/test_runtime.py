@@ -158,3 +158,22 @@ def test_a_failing_run_keeps_its_journal_and_stops_its_actors(
     names = {actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
              if isinstance(actor, dict)}
     assert not any(name.startswith(("journal-sample", "risk-sample")) for name in names)
+
+
+def test_an_imported_tape_replays_exactly_like_its_capture(
+    tmp_path: Path, spot_captures: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+    from storage.tape import capture_to_tape
+
+    capture_to_tape(spot_captures, tmp_path / "tape")
+    config = load_config(SAMPLE_CONFIG)
+    from_capture = run_replay(spot_captures, config, tmp_path / "capture.duckdb", 1)
+    from_tape = run_replay([tmp_path / "tape"], config, tmp_path / "tape.duckdb", 1)
+    assert from_tape.summary["events"] == from_capture.summary["events"]
+    assert _journal_tables(from_tape.journal_path) == _journal_tables(from_capture.journal_path)
+
+    assert main(["report", str(from_tape.journal_path)]) == 0
+    report = capsys.readouterr().out
+    summary = from_tape.summary
+    assert f"{summary['events']:,}" in report and f"{summary['bars']:,}" in report
