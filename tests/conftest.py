@@ -26,6 +26,16 @@ def spot_captures() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def usdm_captures() -> list[Path]:
+    return [BUNDLED_DATA / "binance-usdm" / "btcusdt_20240808.gz"]
+
+
+@pytest.fixture(scope="session")
+def multi_venue_dir() -> Path:
+    return BUNDLED_DATA / "multi-venue"
+
+
+@pytest.fixture(scope="session")
 def klines_csv() -> Path:
     return BUNDLED_DATA / "binance-1m" / "BTCUSDT_1m.csv"
 
