@@ -210,6 +210,160 @@ class DepthSamples:
         return len(self.ts_event)
 
 
+@dataclass(frozen=True)
+class AggTradeColumns:
+    """Aggregate trades (Binance `aggTrade`): fills of one taker order at one price, summed.
+
+    `agg_id` is the venue's aggregate id (`a`), `first_trade_id`/`last_trade_id` the range of raw
+    trade ids it covers (`f`/`l`). `side` is the aggressor as in `TradeColumns`.
+    """
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    agg_id: np.ndarray  # int64
+    first_trade_id: np.ndarray  # int64
+    last_trade_id: np.ndarray  # int64
+    price: np.ndarray  # float64
+    qty: np.ndarray  # float64
+    side: np.ndarray  # int8
+
+    def __post_init__(self) -> None:
+        _check_lengths("AggTradeColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "agg_id": self.agg_id,
+            "first_trade_id": self.first_trade_id,
+            "last_trade_id": self.last_trade_id,
+            "price": self.price,
+            "qty": self.qty,
+            "side": self.side,
+        }
+
+    @staticmethod
+    def empty() -> AggTradeColumns:
+        ints = np.empty(0, np.int64)
+        floats = np.empty(0, np.float64)
+        return AggTradeColumns(ints, ints, ints, ints, ints, floats, floats, np.empty(0, np.int8))
+
+
+@dataclass(frozen=True)
+class MarkPriceColumns:
+    """Perpetual mark price, index price and funding (Binance `markPriceUpdate`).
+
+    `funding_rate` is the rate of the next settlement (0.0001 = 0.01%), `next_funding_time` the
+    settlement time in ns; `estimated_settle_price` is NaN where the venue does not send it.
+    """
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    mark_price: np.ndarray  # float64
+    index_price: np.ndarray  # float64
+    estimated_settle_price: np.ndarray  # float64
+    funding_rate: np.ndarray  # float64
+    next_funding_time: np.ndarray  # int64
+
+    def __post_init__(self) -> None:
+        _check_lengths("MarkPriceColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "mark_price": self.mark_price,
+            "index_price": self.index_price,
+            "estimated_settle_price": self.estimated_settle_price,
+            "funding_rate": self.funding_rate,
+            "next_funding_time": self.next_funding_time,
+        }
+
+    @staticmethod
+    def empty() -> MarkPriceColumns:
+        ints = np.empty(0, np.int64)
+        floats = np.empty(0, np.float64)
+        return MarkPriceColumns(ints, ints, floats, floats, floats, floats, ints)
+
+
+@dataclass(frozen=True)
+class KlineColumns:
+    """Venue candlesticks as streamed (`kline_<interval>`), open and closed updates alike.
+
+    `ts_open` is the candle start, `ts_close` its end (exclusive: the venue's close time + 1 ms),
+    `interval_ns` its length and `closed` the venue's `x` flag (the last update of the candle).
+    """
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    ts_open: np.ndarray  # int64
+    ts_close: np.ndarray  # int64
+    interval_ns: np.ndarray  # int64
+    open: np.ndarray  # float64
+    high: np.ndarray  # float64
+    low: np.ndarray  # float64
+    close: np.ndarray  # float64
+    volume: np.ndarray  # float64 (base asset)
+    quote_volume: np.ndarray  # float64
+    taker_buy_volume: np.ndarray  # float64 (base asset)
+    trade_count: np.ndarray  # int64
+    closed: np.ndarray  # bool
+
+    def __post_init__(self) -> None:
+        _check_lengths("KlineColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "ts_event": self.ts_event,
+            "ts_recv": self.ts_recv,
+            "ts_open": self.ts_open,
+            "ts_close": self.ts_close,
+            "interval_ns": self.interval_ns,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "quote_volume": self.quote_volume,
+            "taker_buy_volume": self.taker_buy_volume,
+            "trade_count": self.trade_count,
+            "closed": self.closed,
+        }
+
+    @staticmethod
+    def empty() -> KlineColumns:
+        ints = np.empty(0, np.int64)
+        floats = np.empty(0, np.float64)
+        return KlineColumns(ints, ints, ints, ints, ints, floats, floats, floats, floats, floats,
+                            floats, floats, ints, np.empty(0, np.bool_))
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """A live-feed event that travels in the stream so that a replay sees it too.
+
+    Kinds: "connected", "disconnected", "rollover", "stale" (no data for the symbol for the
+    alarm time: new entries are blocked), "fresh" (data flows again), "rest_fallback_started",
+    "rest_fallback_stopped", "gap_filled", "gap_unfilled", "resync_snapshot". Rare: one Python
+    object each is fine.
+    """
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    kind: str
+    detail: str
+
+
 # Columns every bar carries; book columns are NaN where no synced book was present.
 BAR_FIELDS: tuple[str, ...] = (
     "ts_open",
@@ -280,6 +434,10 @@ class MarketChunk:
     deltas: BookDeltaColumns = field(default_factory=BookDeltaColumns.empty)
     snapshots: BookSnapshotColumns = field(default_factory=BookSnapshotColumns.empty)
     quotes: QuoteColumns = field(default_factory=QuoteColumns.empty)
+    agg_trades: AggTradeColumns = field(default_factory=AggTradeColumns.empty)
+    marks: MarkPriceColumns = field(default_factory=MarkPriceColumns.empty)
+    klines: KlineColumns = field(default_factory=KlineColumns.empty)
+    feed_events: tuple[FeedEvent, ...] = ()
     dead_letters: tuple[DeadLetter, ...] = ()
     end_of_stream: bool = False
 

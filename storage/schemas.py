@@ -85,6 +85,54 @@ BARS = pa.schema(
     ]
 )
 
+AGG_TRADES = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("agg_id", pa.int64()),
+        ("first_trade_id", pa.int64()),
+        ("last_trade_id", pa.int64()),
+        ("price", pa.float64()),
+        ("qty", pa.float64()),
+        ("side", pa.int8()),
+    ]
+)
+
+MARK_PRICES = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("mark_price", pa.float64()),
+        ("index_price", pa.float64()),
+        ("estimated_settle_price", pa.float64()),
+        ("funding_rate", pa.float64()),
+        ("next_funding_time", pa.int64()),
+    ]
+)
+
+# Venue candlesticks as streamed (open and closed updates), not the dataflow's own bars.
+VENUE_KLINES = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("ts_open", pa.int64()),
+        ("ts_close", pa.int64()),
+        ("interval_ns", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("quote_volume", pa.float64()),
+        ("taker_buy_volume", pa.float64()),
+        ("trade_count", pa.int64()),
+        ("closed", pa.bool_()),
+    ]
+)
+
 # 1-minute klines as imported from CSV (storage/klines.py), before they become BARS rows.
 KLINES = pa.schema(
     [
@@ -105,6 +153,9 @@ TAPE_TABLES: dict[str, pa.Schema] = {
     "book_deltas": BOOK_DELTAS,
     "book_snapshots": BOOK_SNAPSHOTS,
     "best_bid_ask": BEST_BID_ASK,
+    "agg_trades": AGG_TRADES,
+    "mark_prices": MARK_PRICES,
+    "venue_klines": VENUE_KLINES,
 }
 
 # ---------------------------------------------------------------- journal

@@ -18,9 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.batches import (
+    AggTradeColumns,
     BookDeltaColumns,
     BookSnapshotColumns,
+    KlineColumns,
     MarketChunk,
+    MarkPriceColumns,
     QuoteColumns,
     TradeColumns,
 )
@@ -34,6 +37,9 @@ CONTAINERS: dict[str, tuple[str, Any]] = {
     "book_deltas": ("deltas", BookDeltaColumns),
     "book_snapshots": ("snapshots", BookSnapshotColumns),
     "best_bid_ask": ("quotes", QuoteColumns),
+    "agg_trades": ("agg_trades", AggTradeColumns),
+    "mark_prices": ("marks", MarkPriceColumns),
+    "venue_klines": ("klines", KlineColumns),
 }
 
 

@@ -57,6 +57,7 @@ def test_capture_to_tape_round_trip(spot_tape) -> None:
     assert summary["rows"] == {
         "trades": 19_904, "book_deltas": sum(len(c.deltas) for c in parsed),
         "book_snapshots": 2000, "best_bid_ask": 73_174,
+        "agg_trades": 0, "mark_prices": 0, "venue_klines": 0,
     }
     reader = TapeReader(out)
     assert reader.symbols == ["BTCUSDT"]
