@@ -6,7 +6,8 @@ order as a stream processor aligns watermarks: a symbol may decide an intent at 
 every other symbol has processed all of its events before t (its watermark, or the time of the
 intent it is paused at). The supervisor grants each step such a horizon; a step that reaches an
 intent beyond it pauses and is resumed once the others have caught up. Single-symbol runs never
-pause. Calls in flight are bounded: the sink blocks while too many batches are queued.
+pause. Live mode decides in arrival order (DESIGN.md): every step gets an unbounded horizon.
+Calls in flight are bounded: the sink blocks while too many batches are queued.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from actors.risk_actor import PortfolioRiskActor
 from actors.symbol_actor import SymbolActor
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.latency import LatencyRecorder, receive_times
 from engine.metrics import RunMetrics
 from engine.symbol_engine import StepResult
 
@@ -42,6 +44,7 @@ class _SymbolState:
     watermark: int = -FOREVER
     finishing: bool = False
     finished: bool = False
+    in_flight_received: Any = None  # receive times of the batch in flight (latency probe)
 
     def bound(self) -> int:
         """No event of this symbol below this time is still to come (FOREVER once finished)."""
@@ -60,8 +63,13 @@ class Supervisor:
         journal_path: str,
         run_id: str,
         metrics: RunMetrics | None = None,
+        *,
+        live: bool = False,
+        latency: LatencyRecorder | None = None,
     ) -> None:
         self.config = config
+        self.live = live  # live mode decides in arrival order: no horizon, no pauses
+        self.latency = latency
         self.run_id = run_id
         self.metrics = metrics or RunMetrics()
         self.journal = JournalActor.options(name=f"journal-{run_id}").remote(journal_path, run_id)
@@ -88,8 +96,18 @@ class Supervisor:
         if state is None:
             raise KeyError(f"batch for symbol {batch.symbol!r}: not a symbol of this run")
         self.metrics.add("bars", sum(len(bars) for bars in batch.bars.values()))
+        if self.live:
+            received = receive_times(batch)
+            if len(received):
+                now = time.time_ns()
+                for seconds in ((now - received) / 1e9).tolist():
+                    self.metrics.receive_to_feature.observe(seconds)
+            if self.latency is not None:
+                self.latency.features(received)
         state.queue.append((batch, time.perf_counter()))
         self._pump(block_for_room=True)
+        if self.live:  # decide now: nothing else would collect the result until the next batch
+            self._drain()
 
     def on_journal_rows(self, rows_by_table: Mapping[str, list[dict[str, Any]]]) -> None:
         """Rows produced in the dataflow (dead letters, book events) go straight to the writer."""
@@ -97,12 +115,17 @@ class Supervisor:
         resyncs = [row for row in rows_by_table.get("book_events", ())
                    if row.get("kind") == "resync_requested"]
         self.metrics.add("book_resyncs", len(resyncs))
+        feed_events = rows_by_table.get("feed_events", ())
+        self.metrics.add("feed_events", len(feed_events))
+        self.metrics.add("stale_alarms", sum(row.get("kind") == "stale" for row in feed_events))
         if any(rows_by_table.values()):
             self.journal.append_many.remote(dict(rows_by_table))
 
     # ------------------------------------------------------------------ coordination
 
     def _horizon(self, symbol: str) -> int:
+        if self.live:
+            return FOREVER
         horizon = FOREVER
         for other, state in self._symbols.items():
             if other == symbol:
@@ -131,6 +154,8 @@ class Supervisor:
                 continue
             item, queued_at = state.queue.popleft()
             state.dispatched_at = queued_at
+            if self.latency is not None and isinstance(item, FeatureBatch):
+                state.in_flight_received = receive_times(item)
             if item is _FINISH:
                 state.finishing = True
                 state.running = state.actor.finish.remote(*self._dependencies())
@@ -163,9 +188,19 @@ class Supervisor:
             state.pending_intent_ts = int(result.watermark if pending is None else pending)
         else:
             self.metrics.batch_latency.observe(time.perf_counter() - state.dispatched_at)
+            if self.latency is not None and state.in_flight_received is not None:
+                self.latency.decisions(state.in_flight_received)
+                state.in_flight_received = None
         state.watermark = max(state.watermark, result.watermark)
         if state.finishing and not result.paused:
             state.finished = True
+
+    def _drain(self) -> None:
+        """Dispatch and collect until no batch is queued or in flight."""
+        while True:
+            self._dispatch_ready()
+            if not self._collect(timeout=None):
+                return
 
     def _queued(self) -> int:
         return sum(len(state.queue) for state in self._symbols.values())

@@ -1,19 +1,31 @@
-"""Binance raw capture reader and frame parser (the same parser serves live mode and replay).
+"""Binance frame parser for spot and USD-M futures (the same parser serves live mode and replay).
 
 A raw capture file holds one frame per line, `<local receive time ns> <JSON frame>`, gzip or
-plain text. Frames are Binance combined-stream envelopes (`{"stream": "btcusdt@trade",
-"data": {...}}`) for `@trade`, `@depth[@100ms|@0ms|...]` and `@bookTicker`, bare frames keyed on
-their `e` field (spot `bookTicker` has no `e`, it is recognised by its `u,s,b,B,a,A` keys), and
-bare REST depth snapshots `{"lastUpdateId": ..., "bids": [...], "asks": [...]}`.
+plain text. `read_capture` (from `dataflows.capture`, re-exported here) cuts a file into
+`CaptureChunk`s of raw lines; `BinanceParser.parse_lines` turns one chunk into one columnar
+`MarketChunk` per symbol. The work is split by concept:
+- `dataflows.binance_streams`: which kind a frame is (combined-stream names such as
+  `btcusdt@depth@100ms`, bare frames by their `e` field or shape) and its symbol;
+- `dataflows.binance_frames`: the fields of each websocket kind (trade, aggTrade, bookTicker,
+  depthUpdate, snapshots and partial books, markPriceUpdate, kline);
+- `dataflows.binance_rest`: the live feed's own frames, REST envelopes and feed events;
+- `dataflows.binance_fields`: checked readers of single fields and the clock estimate.
 
-`read_capture` (from `dataflows.capture`, re-exported here) cuts a file into `CaptureChunk`s of
-raw lines; `BinanceParser.parse_lines` turns one chunk into one columnar `MarketChunk` per
-symbol. JSON has to be decoded frame by frame, so the loop
-over frames is Python, but it only appends to per-symbol lists that become NumPy arrays once per
-chunk. Bad lines never raise and are never dropped: they become `DeadLetter`s, attached to the
-symbol's `MarketChunk` when the symbol is known and returned beside the chunks otherwise.
-Prices or sizes that parse as numbers but are NaN or negative pass through: `validate.py`
-judges them.
+Partial-book streams (`<sym>@depth<5|10|20>[@speed]`) become book snapshots of the stream's
+symbol, one per frame with its update id: each frame is a complete top-N book. A bare futures
+partial-book frame (no stream name) cannot be told from a diff-depth update and is read as one,
+so record partial books through combined streams. Subscription replies are control frames,
+counted and never dead-lettered.
+
+JSON is decoded frame by frame, so the loop over frames is Python, but it only appends to
+per-symbol lists that become NumPy arrays once per chunk. Bad lines never raise and are never
+dropped: they become `DeadLetter`s, attached to the symbol's `MarketChunk` when the symbol is
+known and returned beside the chunks otherwise; a bad item of a list frame (one symbol of
+`!markPrice@arr`, one trade of a REST response) is a dead letter of its own and the other items
+are kept. `BinanceParser.stats` accounts for every frame: "frames" = "market_frames" +
+"control_frames" + "dead_letters" (frames rejected whole); "rejected_items" counts the items
+dead-lettered on their own. Prices or sizes that parse as numbers but are NaN or negative pass
+through: `validate.py` judges them.
 """
 
 from __future__ import annotations
@@ -24,9 +36,35 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from dataflows.binance_fields import MS_MAX, NS_PER_MS, ExchangeClock, FrameError
+from dataflows.binance_frames import (
+    add_agg_trade,
+    add_depth,
+    add_kline,
+    add_mark,
+    add_partial_depth,
+    add_quote,
+    add_snapshot,
+    add_trade,
+)
+from dataflows.binance_rest import add_feed_event, add_rest_item, rest_endpoint, rest_items
+from dataflows.binance_streams import (
+    AGG_TRADE,
+    CONTROL,
+    DEPTH,
+    FEED,
+    KLINE,
+    LIST_KINDS,
+    MARK,
+    PARTIAL_DEPTH,
+    QUOTE,
+    REST,
+    TRADE,
+    FrameClassifier,
+    stream_kind,
+)
 from dataflows.capture import (
     DEFAULT_CHUNK_LINES,
-    INT64_MAX,
     PAYLOAD_LIMIT,
     READ_STAGE,
     CaptureChunk,
@@ -46,65 +84,10 @@ __all__ = [
     "ParseResult",
     "parse_capture",
     "read_capture",
+    "stream_kind",
 ]
 
 PARSE_STAGE = "parse_frames"
-NS_PER_MS = 1_000_000
-_MS_MAX = INT64_MAX // NS_PER_MS  # largest millisecond time that fits in int64 nanoseconds
-
-_TRADE = "trade"
-_DEPTH = "depth"
-_QUOTE = "bookTicker"
-_SNAPSHOT = "snapshot"
-_DEPTH_SPEEDS = frozenset({"", "@0ms", "@100ms", "@250ms", "@500ms", "@1000ms"})
-_BARE_KINDS = {"trade": _TRADE, "depthUpdate": _DEPTH, "bookTicker": _QUOTE}
-
-
-def _is_int64(value: object) -> bool:
-    """True for a JSON integer (not a bool) that fits a signed 64-bit column."""
-    return type(value) is int and -INT64_MAX <= value <= INT64_MAX
-
-
-def _is_ms_time(value: object) -> bool:
-    """True for an integer millisecond time whose nanosecond value fits int64."""
-    return type(value) is int and 0 <= value <= _MS_MAX
-
-
-
-
-class _FrameError(Exception):
-    """A frame is bad: carries the dead-letter reason and detail (internal control flow)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _parse_levels(levels: object, name: str, what: str) -> tuple[list[float], list[float]]:
-    """Prices and quantities of a `[[price, qty], ...]` list; `_FrameError` says what is wrong."""
-    if type(levels) is not list:
-        raise _FrameError(
-            "invalid_field", f"{what}: {name!r} is {type(levels).__name__}, not a list of levels"
-        )
-    try:
-        return [float(level[0]) for level in levels], [float(level[1]) for level in levels]
-    except (ValueError, TypeError, IndexError, KeyError):
-        pass
-    for position, level in enumerate(levels):
-        if type(level) is not list or len(level) != 2:
-            raise _FrameError(
-                "invalid_field", f"{what}: {name!r} level {position} is {level!r:.80}, not [p, q]"
-            )
-        for value in level:
-            try:
-                float(value)
-            except (ValueError, TypeError):
-                raise _FrameError(
-                    "invalid_number",
-                    f"{what}: {name!r} level {position} has {value!r:.80}, not a number",
-                ) from None
-    raise _FrameError("invalid_field", f"{what}: {name!r} could not be read")  # pragma: no cover
 
 
 class ParseResult(NamedTuple):
@@ -122,32 +105,42 @@ class BinanceParser:
 
     One instance parses one stream (one capture, or one live connection) in arrival order:
     - `sequence` of the chunks increases by one per symbol across calls to `parse_lines`;
-    - trades take `ts_event` from `T` (trade time), depth updates and futures book tickers from
-      `E` (event time), all milliseconds turned into nanoseconds;
-    - spot `bookTicker` frames and spot REST snapshots carry no exchange time: their `ts_event` is
-      `ts_recv` plus the latest observed clock offset `E_ns - ts_recv` of any earlier frame of this
-      instance (0 before the first frame with `E`), so they line up with exchange time. The offset
-      jitters by a few milliseconds from frame to frame, which would make about 1% of the
-      estimated quote times step backwards on clean data; so an estimated quote time is raised to
-      the previous estimated quote time of its symbol when below it (never goes backwards);
-    - a REST snapshot carries no symbol: it belongs to `symbol_hint` when given, else to the only
-      symbol seen so far; with none or several it is dead-lettered ("snapshot_symbol_unknown");
+    - trades and agg trades take `ts_event` from `T` (trade time); depth updates, futures book
+      tickers, mark prices, klines and futures snapshots from `E` (event time); REST rows from
+      their `time`; all milliseconds turned into nanoseconds;
+    - frames without exchange time (spot bookTicker, spot snapshots, spot partial books, feed
+      events) get `ts_recv` plus the latest observed clock offset `E_ns - ts_recv` of any
+      earlier frame of this instance (0 before the first frame with `E`); such quote times
+      never step backwards per symbol (see `ExchangeClock`);
+    - a bare depth snapshot carries no symbol: it belongs to `symbol_hint` when given, else to
+      the only symbol seen so far; with none or several it is dead-lettered
+      ("snapshot_symbol_unknown"). Enveloped REST snapshots and partial books name theirs;
     - trade `m` (buyer is maker) true means a seller-initiated trade: side -1, else +1.
 
-    Dead-letter reasons: "malformed_json", "unknown_stream", "missing_field", "invalid_number"
-    (a numeric field that is not a number or does not fit int64), "invalid_field" (a non-numeric
-    field of the wrong type, such as `m` not a bool or a level not `[price, qty]`) and
+    Dead-letter reasons: "malformed_json", "unknown_stream" (an unknown stream, event type, REST
+    endpoint or frame shape, named in the detail), "missing_field", "invalid_number" (a numeric
+    field that is not a number or does not fit int64), "invalid_field" (a non-numeric field of
+    the wrong type or value, such as `m` not a bool, a level not `[price, qty]` or an unknown feed
+    event kind), "venue_error" (an error reply, or a REST error body `{"code", "msg"}`) and
     "snapshot_symbol_unknown".
     """
 
     def __init__(self, symbol_hint: str | None = None) -> None:
         self.symbol_hint = symbol_hint.upper() if symbol_hint else None
-        self.offset_ns = 0  # latest observed E_ns - ts_recv
+        self.clock = ExchangeClock()
         self.symbols_seen: dict[str, None] = {}  # insertion-ordered set
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("frames", "market_frames", "control_frames", "dead_letters", "rejected_items"), 0
+        )
+        self.control_counts: dict[str, int] = {}
         self._sequences: dict[str, int] = {}
-        self._stream_kinds: dict[str, tuple[str | None, str]] = {}
-        self._last_estimated_quote_ns: dict[str, int] = {}
+        self._classifier = FrameClassifier()
         self._live_frames = 0
+
+    @property
+    def offset_ns(self) -> int:
+        """The latest observed exchange-minus-receive clock offset of the stream."""
+        return self.clock.offset_ns
 
     # ---------------------------------------------------------------- public
 
@@ -161,6 +154,10 @@ class BinanceParser:
         orphans: list[DeadLetter] = []
         frames = lines.frames
         receive_times = lines.ts_recv
+        clock = self.clock
+        classify = self._classifier.classify
+        control_frames = 0
+        dead_frames = 0
         for index in range(len(frames)):
             raw = frames[index]
             ts_recv = receive_times[index]
@@ -169,44 +166,56 @@ class BinanceParser:
                 try:
                     message = orjson.loads(raw)
                 except orjson.JSONDecodeError as error:
-                    raise _FrameError("malformed_json", f"invalid JSON: {error}") from None
-                kind, symbol, data = self._classify(message)
+                    raise FrameError("malformed_json", f"invalid JSON: {error}") from None
+                kind, symbol, data = classify(message)
+                if kind in LIST_KINDS:
+                    self._parse_list(kind, symbol, data, ts_recv, buffers, orphans,
+                                     (source, lines.line_numbers[index], raw))
+                    continue
+                if kind == CONTROL:
+                    control_frames += 1
+                    continue
                 event_ms = data.get("E")
-                if event_ms is not None:
-                    if not _is_ms_time(event_ms):
-                        raise _FrameError("invalid_number", f"'E' is {event_ms!r:.40}")
-                    self.offset_ns = event_ms * NS_PER_MS - ts_recv
+                if event_ms is not None:  # inline `clock.observe`: most frames carry E
+                    if type(event_ms) is not int or not 0 <= event_ms <= MS_MAX:
+                        clock.observe(event_ms, ts_recv)  # raises, naming the bad value
+                    clock.offset_ns = event_ms * NS_PER_MS - ts_recv
                 if symbol is None:
                     symbol = self._snapshot_symbol()
                 buffer = buffers.get(symbol)
                 if buffer is None:
                     buffer = buffers[symbol] = SymbolBuffers()
                     self.symbols_seen[symbol] = None
-                if kind == _TRADE:
-                    self._add_trade(buffer, data, ts_recv)
-                elif kind == _QUOTE:
-                    self._add_quote(buffer, data, ts_recv, symbol)
-                elif kind == _DEPTH:
-                    self._add_depth(buffer, data, ts_recv)
+                if kind == QUOTE:
+                    add_quote(buffer, data, ts_recv, symbol, clock)
+                elif kind == TRADE:
+                    add_trade(buffer, data, ts_recv)
+                elif kind == DEPTH:
+                    add_depth(buffer, data, ts_recv)
+                elif kind == AGG_TRADE:
+                    add_agg_trade(buffer, data, ts_recv)
+                elif kind == MARK:
+                    add_mark(buffer, data, ts_recv)
+                elif kind == KLINE:
+                    add_kline(buffer, data, ts_recv)
+                elif kind == PARTIAL_DEPTH:
+                    add_partial_depth(buffer, data, ts_recv, clock)
+                elif kind == FEED:
+                    add_feed_event(buffer, data, ts_recv, symbol, clock)
                 else:
-                    self._add_snapshot(buffer, data, ts_recv)
-            except _FrameError as error:
-                letter = DeadLetter(
-                    stage=PARSE_STAGE,
-                    reason=error.reason,
-                    detail=f"{source} line {lines.line_numbers[index]}: {error.detail}",
-                    source=f"{source}:line {lines.line_numbers[index]}",
-                    symbol=symbol,
-                    ts_recv=ts_recv,
-                    payload=payload_text(raw),
-                )
-                if symbol is None:
-                    orphans.append(letter)
-                else:
-                    buffer = buffers.get(symbol)
-                    if buffer is None:
-                        buffer = buffers[symbol] = SymbolBuffers()
-                    buffer.dead_letters.append(letter)
+                    add_snapshot(buffer, data, ts_recv, clock)
+            except FrameError as error:
+                dead_frames += 1
+                where = (source, lines.line_numbers[index], raw)
+                self._reject(where, ts_recv, error, symbol, buffers, orphans)
+        stats = self.stats
+        stats["frames"] += len(frames)
+        stats["market_frames"] += len(frames) - control_frames - dead_frames
+        stats["control_frames"] += control_frames
+        stats["dead_letters"] += dead_frames
+        if control_frames:
+            replies = self.control_counts.get("subscription_reply", 0)
+            self.control_counts["subscription_reply"] = replies + control_frames
         return ParseResult(
             chunks=[self._chunk(symbol, buffer) for symbol, buffer in buffers.items()],
             dead_letters=orphans,
@@ -225,189 +234,80 @@ class BinanceParser:
         numbers = list(range(first, first + len(frames)))
         return self.parse_lines(CaptureChunk(source, numbers, list(ts_recv), list(frames)))
 
-    # ---------------------------------------------------------------- frame kinds
-
-    def _classify(self, message: object) -> tuple[str, str | None, dict[str, Any]]:
-        """(kind, symbol or None for snapshots, data dict) of a decoded frame."""
-        if type(message) is not dict:
-            raise _FrameError(
-                "unknown_stream", f"frame is a JSON {type(message).__name__}, not an object"
-            )
-        stream = message.get("stream")
-        if stream is not None:
-            data = message.get("data")
-            if type(data) is not dict:
-                raise _FrameError(
-                    "missing_field", f"envelope of {stream!r:.60} has no 'data' object"
-                )
-            known = self._stream_kinds.get(stream) if type(stream) is str else None
-            if known is None:
-                known = self._stream_kind(stream)
-            kind, stream_symbol = known
-            if kind is None:
-                raise _FrameError("unknown_stream", f"unknown stream {stream!r:.80}")
-            symbol = data.get("s", stream_symbol)
-        else:
-            data = message
-            event = data.get("e")
-            if event is not None:
-                bare_kind = _BARE_KINDS.get(event) if type(event) is str else None
-                if bare_kind is None:
-                    raise _FrameError("unknown_stream", f"unknown event type 'e'={event!r:.80}")
-                kind = bare_kind
-            elif "lastUpdateId" in data:
-                return _SNAPSHOT, None, data
-            elif "u" in data and "b" in data and "A" in data:
-                kind = _QUOTE
-            else:
-                keys = ", ".join(list(data)[:8])
-                raise _FrameError("unknown_stream", f"frame with keys [{keys}] is no known event")
-            symbol = data.get("s")
-        if type(symbol) is not str or not symbol:
-            raise _FrameError("missing_field", f"{kind} frame has no symbol 's'")
-        return kind, symbol.upper(), data
-
-    def _stream_kind(self, stream: object) -> tuple[str | None, str]:
-        """Classify a combined-stream name such as 'btcusdt@depth@100ms' (cached per name)."""
-        if type(stream) is not str:
-            return None, ""
-        symbol, _, rest = stream.partition("@")
-        kind: str | None = None
-        if rest == "trade":
-            kind = _TRADE
-        elif rest == "bookTicker":
-            kind = _QUOTE
-        elif rest.startswith("depth") and rest[5:] in _DEPTH_SPEEDS:
-            kind = _DEPTH
-        result = (kind, symbol.upper())
-        self._stream_kinds[stream] = result
-        return result
-
     def _snapshot_symbol(self) -> str:
         if self.symbol_hint:
             return self.symbol_hint
         if len(self.symbols_seen) == 1:
             return next(iter(self.symbols_seen))
         seen = ", ".join(self.symbols_seen) or "none"
-        raise _FrameError(
+        raise FrameError(
             "snapshot_symbol_unknown",
             f"depth snapshot has no symbol and no symbol_hint was given; symbols seen: {seen}",
         )
 
-    # ---------------------------------------------------------------- per kind
+    # ---------------------------------------------------------------- list frames
 
-    @staticmethod
-    def _add_trade(buffer: SymbolBuffers, data: dict[str, Any], ts_recv: int) -> None:
-        try:
-            trade_ms = data["T"]
-            trade_id = data["t"]
-            price_text = data["p"]
-            qty_text = data["q"]
-            buyer_is_maker = data["m"]
-        except KeyError as missing:
-            raise _FrameError("missing_field", f"trade frame has no {missing.args[0]!r}") from None
-        if not _is_ms_time(trade_ms):
-            raise _FrameError("invalid_number", f"trade time 'T' is {trade_ms!r:.40}")
-        if not _is_int64(trade_id):
-            raise _FrameError("invalid_number", f"trade id 't' is {trade_id!r:.40}")
-        try:
-            price = float(price_text)
-            qty = float(qty_text)
-        except (ValueError, TypeError):
-            raise _FrameError(
-                "invalid_number", f"trade price/qty {price_text!r:.40}/{qty_text!r:.40}"
-            ) from None
-        if type(buyer_is_maker) is not bool:
-            raise _FrameError("invalid_field", f"trade 'm' is {buyer_is_maker!r:.40}, not a bool")
-        buffer.trade_event.append(trade_ms * NS_PER_MS)
-        buffer.trade_recv.append(ts_recv)
-        buffer.trade_id.append(trade_id)
-        buffer.trade_price.append(price)
-        buffer.trade_qty.append(qty)
-        buffer.trade_side.append(-1 if buyer_is_maker else 1)
-
-    def _add_quote(
-        self, buffer: SymbolBuffers, data: dict[str, Any], ts_recv: int, symbol: str
+    def _parse_list(
+        self,
+        kind: str,
+        symbol: str | None,
+        data: Any,
+        ts_recv: int,
+        buffers: dict[str, SymbolBuffers],
+        orphans: list[DeadLetter],
+        where: tuple[str, int, bytes],
     ) -> None:
-        try:
-            update_id = data["u"]
-            texts = (data["b"], data["B"], data["a"], data["A"])
-        except KeyError as missing:
-            raise _FrameError(
-                "missing_field", f"bookTicker frame has no {missing.args[0]!r}"
-            ) from None
-        if not _is_int64(update_id):
-            raise _FrameError("invalid_number", f"bookTicker update id 'u' is {update_id!r:.40}")
-        try:
-            bid, bid_qty, ask, ask_qty = (float(text) for text in texts)
-        except (ValueError, TypeError):
-            raise _FrameError("invalid_number", f"bookTicker b/B/a/A are {texts!r:.120}") from None
-        event_ms = data.get("E")
-        if event_ms is not None:
-            buffer.quote_event.append(event_ms * NS_PER_MS)
+        """Rows of a frame that holds a list (mark price array, REST response), item by item."""
+        if kind == REST:
+            endpoint = rest_endpoint(data)
+            items = rest_items(endpoint, symbol, data)
         else:
-            estimate = max(ts_recv + self.offset_ns, self._last_estimated_quote_ns.get(symbol, 0))
-            self._last_estimated_quote_ns[symbol] = estimate
-            buffer.quote_event.append(estimate)
-        buffer.quote_recv.append(ts_recv)
-        buffer.quote_update_id.append(update_id)
-        buffer.quote_bid.append(bid)
-        buffer.quote_bid_qty.append(bid_qty)
-        buffer.quote_ask.append(ask)
-        buffer.quote_ask_qty.append(ask_qty)
+            items = [(_mark_symbol(item), item) for item in data]
+        for position, (item_symbol, item) in enumerate(items):
+            try:
+                if item_symbol is None:
+                    raise FrameError("missing_field", "the item names no symbol")
+                buffer = buffers.get(item_symbol)
+                if buffer is None:
+                    buffer = buffers[item_symbol] = SymbolBuffers()
+                    self.symbols_seen[item_symbol] = None
+                if kind == REST:
+                    add_rest_item(endpoint, buffer, item, ts_recv, item_symbol, self.clock)
+                elif type(item) is dict:  # it names a symbol, so it is an object
+                    add_mark(buffer, item, ts_recv)
+                    self.clock.observe(item["E"], ts_recv)
+            except FrameError as error:
+                self.stats["rejected_items"] += 1
+                error.detail = f"item {position}: {error.detail}"
+                self._reject(where, ts_recv, error, item_symbol, buffers, orphans)
 
-    @staticmethod
-    def _add_depth(buffer: SymbolBuffers, data: dict[str, Any], ts_recv: int) -> None:
-        try:
-            event_ms = data["E"]
-            first_id = data["U"]
-            final_id = data["u"]
-            bids = data["b"]
-            asks = data["a"]
-        except KeyError as missing:
-            raise _FrameError("missing_field", f"depth frame has no {missing.args[0]!r}") from None
-        previous_id = data.get("pu", -1)
-        for name, value in (("U", first_id), ("u", final_id), ("pu", previous_id)):
-            if not _is_int64(value):
-                raise _FrameError("invalid_number", f"depth update id {name!r} is {value!r:.40}")
-        what = f"depth update {first_id}..{final_id}"
-        bid_prices, bid_qtys = _parse_levels(bids, "b", what)
-        ask_prices, ask_qtys = _parse_levels(asks, "a", what)
-        buffer.delta_event.append(event_ms * NS_PER_MS)
-        buffer.delta_recv.append(ts_recv)
-        buffer.delta_first.append(first_id)
-        buffer.delta_final.append(final_id)
-        buffer.delta_prev.append(previous_id)
-        buffer.delta_bid_counts.append(len(bid_prices))
-        buffer.delta_ask_counts.append(len(ask_prices))
-        buffer.delta_price += bid_prices
-        buffer.delta_price += ask_prices
-        buffer.delta_qty += bid_qtys
-        buffer.delta_qty += ask_qtys
-
-    def _add_snapshot(self, buffer: SymbolBuffers, data: dict[str, Any], ts_recv: int) -> None:
-        last_update_id = data["lastUpdateId"]
-        if not _is_int64(last_update_id):
-            raise _FrameError(
-                "invalid_number", f"snapshot 'lastUpdateId' is {last_update_id!r:.40}"
-            )
-        if "bids" not in data or "asks" not in data:
-            raise _FrameError("missing_field", "depth snapshot lacks 'bids' or 'asks'")
-        what = f"depth snapshot {last_update_id}"
-        bid_prices, bid_qtys = _parse_levels(data["bids"], "bids", what)
-        ask_prices, ask_qtys = _parse_levels(data["asks"], "asks", what)
-        event_ms = data.get("E")
-        buffer.snapshot_event.append(
-            event_ms * NS_PER_MS if event_ms is not None else ts_recv + self.offset_ns
+    def _reject(
+        self,
+        where: tuple[str, int, bytes],
+        ts_recv: int,
+        error: FrameError,
+        symbol: str | None,
+        buffers: dict[str, SymbolBuffers],
+        orphans: list[DeadLetter],
+    ) -> None:
+        source, line_number, raw = where
+        letter = DeadLetter(
+            stage=PARSE_STAGE,
+            reason=error.reason,
+            detail=f"{source} line {line_number}: {error.detail}",
+            source=f"{source}:line {line_number}",
+            symbol=symbol,
+            ts_recv=ts_recv,
+            payload=payload_text(raw),
         )
-        buffer.snapshot_recv.append(ts_recv)
-        buffer.snapshot_id.append(last_update_id)
-        buffer.snapshot_bid_counts.append(len(bid_prices))
-        buffer.snapshot_ask_counts.append(len(ask_prices))
-        buffer.snapshot_price += bid_prices
-        buffer.snapshot_price += ask_prices
-        buffer.snapshot_qty += bid_qtys
-        buffer.snapshot_qty += ask_qtys
+        if symbol is None:
+            orphans.append(letter)
+            return
+        buffer = buffers.get(symbol)
+        if buffer is None:
+            buffer = buffers[symbol] = SymbolBuffers()
+            self.symbols_seen[symbol] = None
+        buffer.dead_letters.append(letter)
 
     def _chunk(self, symbol: str, buffer: SymbolBuffers) -> MarketChunk:
         sequence = self._sequences.get(symbol, 0)
@@ -419,8 +319,17 @@ class BinanceParser:
             deltas=buffer.deltas(),
             snapshots=buffer.snapshots(),
             quotes=buffer.quotes(),
+            agg_trades=buffer.agg_trades(),
+            marks=buffer.marks(),
+            klines=buffer.klines(),
+            feed_events=tuple(buffer.feed_events),
             dead_letters=tuple(buffer.dead_letters),
         )
+
+
+def _mark_symbol(item: object) -> str | None:
+    named = item.get("s") if type(item) is dict else None
+    return named.upper() if type(named) is str and named else None
 
 
 def parse_capture(

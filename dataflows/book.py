@@ -1,43 +1,67 @@
-"""Local L2 order book of one symbol, kept in sync with the venue's diff-depth stream.
+"""Local L2 order book of one symbol, kept in sync with Binance's diff-depth stream.
 
-Binance's procedure (spot; futures in brackets): buffer the diff-depth updates, take a REST
-snapshot, drop buffered updates with u <= lastUpdateId [u < lastUpdateId], apply the first one
-only if U <= lastUpdateId + 1 <= u [U <= lastUpdateId <= u], then require every update to continue
-the previous one, U == previous u + 1 [pu == previous u]. A break is a gap: the book is marked out
-of sync and a new snapshot is awaited; the live feed fetches one when it sees "resync_requested",
-a replay waits for the next snapshot on the tape. A crossed book after an update, and a stale
-snapshot (older than the first buffered update it must continue), are treated the same way.
-Old or repeated updates (u <= last applied u) are skipped and routed to dead letters as
-"stale_delta"; bad rows (NaN, infinite or negative price or size, unknown side) as "invalid_level".
-Updates already covered by a snapshot are dropped as the procedure says, and counted in `stats`.
+The procedure is Binance's "How to manage a local order book correctly": for spot, the Spot API
+docs, WebSocket Streams (developers.binance.com/docs/binance-spot-api-docs/web-socket-streams);
+for USD-M futures, developers.binance.com/docs/derivatives/usds-margined-futures/
+websocket-market-streams/How-to-manage-a-local-order-book-correctly. U and u are an update's
+first and final update ids, pu (futures only) the u of the update before it.
+
+1. Buffer the updates until a REST snapshot (lastUpdateId) arrives.
+2. Drop buffered updates the snapshot covers: spot u <= lastUpdateId, futures u < lastUpdateId.
+3. The first update left must bridge the snapshot: spot U <= lastUpdateId + 1 <= u, futures
+   U <= lastUpdateId <= u. If its U is later, the snapshot is stale: fetch another.
+4. Every later update must continue the last applied one: spot U <= last u + 1 (normally equal;
+   an update that overlaps the last one is applied, quantities being absolute), futures
+   pu == last u. Otherwise updates were missed (a gap): discard the book, start again at 1.
+5. Each level carries the absolute quantity; 0 removes the level (absent levels are no error).
+
+The procedure is chosen per symbol: from the `futures` argument, or else by the first update
+(pu >= 0 is futures; spot frames have no pu, parsed as -1). An update of the other kind later is
+dead-lettered ("procedure_mismatch") and never applied: a symbol does not switch procedure.
+
+Out of sync (a gap, a crossed book after an update, a stale or invalid snapshot, an update with
+invalid levels) the book journals a `BookEvent` of that kind with a detail naming the ids or
+prices involved, then "resync_requested", counts both in `stats`, and is never used until a
+snapshot bridges the stream again ("synced"). Live mode learns it must fetch a snapshot from
+`BookUpdateResult.resync_requested` / `needs_snapshot` (or the "resync_requested" events); a
+replay waits for the next snapshot on the tape, buffering updates meanwhile (bounded: past
+`max_buffered_updates` the oldest are dropped, counted, and the episode dead-lettered once as
+"unsynced_buffer_overflow"). Buffered updates are applied in order of u, so updates reordered
+while out of sync are healed by the next snapshot.
+A snapshot no newer than the book (in sync: lastUpdateId <= last applied u; waiting for a bridge:
+<= the loaded snapshot's) is ignored, counted: the book is at least as new. A newer snapshot
+arriving in sync (after a reconnect, or a venue that resends its book, such as Coinbase's and
+Kraken's with synthetic ids) is loaded and bridged like the first: the book is unused until the
+next update bridges it, without a resync request. Updates older than the book (u <= last
+applied u: duplicates, late reordered frames) are dead-lettered as "stale_delta"; invalid rows
+(NaN, infinite or negative price or size, unknown side) as "invalid_level". An update that
+changed no level arrives as one `NO_LEVEL` placeholder row: its ids count, it moves no level.
 
 Snapshots and updates of a batch are taken in arrival order: updates in the order given, each
 snapshot before the first update received after it (a snapshot received at the same ts_recv as an
-update comes after that update). A snapshot that arrives while the book is in sync is ignored
-(counted): the book it would replace is already exact.
+update comes after that update).
 
 The book is sampled on a fixed grid of `sample_interval_ns` in event time. The sample stamped B
 is the book after every update with ts_event < B, taken when an update with ts_event >= B arrives
-or when the batch's watermark reaches B, so that samples do not depend on how batches are cut.
-`BookTrack` has a row at every boundary crossed, with NaN features while the book is out of sync;
-`DepthSamples` has rows only while in sync. Both are small per-boundary rows, not per update.
-
-State is plain lists and ints (picklable): per side, sorted prices with their quantities, so
-the best level and the levels within 5% of mid are one bisect away, which is what sampling needs.
+or when the batch's watermark reaches B (every event before B delivered), so that samples do not
+depend on how batches are cut. `BookTrack` has a row at every boundary crossed, NaN unless the
+book was in sync then; `DepthSamples` has rows only while in sync. "In sync" is what the stream
+delivered before B shows: an update lost in transit is, like one still in flight, missing from
+the sample before B, and the update that reveals the gap turns every later sample NaN. (NaN for
+the samples before the revealing update too would make samples depend on batch cuts.)
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
-
+from dataflows.book_rows import split_levels
+from dataflows.book_side import BookSide
+from dataflows.book_track import TRACK_FIELDS, BookTrack, depth_samples, track_row
 from engine.batches import (
     ASK,
     BID,
@@ -48,155 +72,101 @@ from engine.batches import (
     DepthSamples,
 )
 
+__all__ = ["IN_SYNC", "TRACK_FIELDS", "WAITING_FOR_BRIDGE", "WAITING_FOR_SNAPSHOT",
+           "BookSynchronizer", "BookTrack", "BookUpdateResult"]
+
 STAGE = "sync_book"
 WAITING_FOR_SNAPSHOT = "waiting_for_snapshot"
 WAITING_FOR_BRIDGE = "waiting_for_bridge"  # snapshot loaded, first continuing update not seen
 IN_SYNC = "in_sync"
-TRACK_FIELDS = ("bid_price", "bid_qty", "ask_price", "ask_qty", "spread", "top_imbalance",
-                "depth_bid_5pct", "depth_ask_5pct")
-
-
-@dataclass(frozen=True)
-class BookTrack:
-    """Top-of-book features of the synced book, one row per sample time (see module docs).
-
-    `spread` is ask - bid in price units, `top_imbalance` is (bid_qty - ask_qty) / (bid_qty +
-    ask_qty) at the best levels, `depth_bid_5pct` the base quantity on bid levels priced at or
-    above 0.95 * mid and `depth_ask_5pct` on ask levels at or below 1.05 * mid.
-    """
-
-    ts_event: np.ndarray  # int64, the sample boundary
-    bid_price: np.ndarray  # float64 from here on
-    bid_qty: np.ndarray
-    ask_price: np.ndarray
-    ask_qty: np.ndarray
-    spread: np.ndarray
-    top_imbalance: np.ndarray
-    depth_bid_5pct: np.ndarray
-    depth_ask_5pct: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {"ts_event": self.ts_event, **{name: getattr(self, name) for name in TRACK_FIELDS}}
-
-    def take(self, index: np.ndarray | slice) -> BookTrack:
-        return BookTrack(**{name: values[index] for name, values in self.as_dict().items()})
-
-    @staticmethod
-    def from_rows(ts_event: list[int], rows: list[tuple[float, ...]]) -> BookTrack:
-        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(TRACK_FIELDS))
-        columns = {name: values[:, i].copy() for i, name in enumerate(TRACK_FIELDS)}
-        return BookTrack(ts_event=np.array(ts_event, dtype=np.int64), **columns)
-
-    @staticmethod
-    def empty() -> BookTrack:
-        return BookTrack.from_rows([], [])
-
-    @staticmethod
-    def concat(parts: list[BookTrack]) -> BookTrack:
-        if not parts:
-            return BookTrack.empty()
-        columns = [part.as_dict() for part in parts]
-        return BookTrack(**{key: np.concatenate([c[key] for c in columns]) for key in columns[0]})
+_NAN_ROW = (math.nan,) * len(TRACK_FIELDS)
+_STATS = ("applied", "stale", "covered", "gaps", "crossed", "stale_snapshots", "invalid_updates",
+          "invalid_snapshots", "ignored_snapshots", "reloaded_snapshots", "invalid_levels",
+          "overflowed", "procedure_mismatches", "resyncs", "syncs")
 
 
 @dataclass(frozen=True)
 class BookUpdateResult:
-    """What one `BookSynchronizer.apply` call produced."""
+    """What one `BookSynchronizer.apply` call produced.
+
+    `resync_requested`: this call lost sync and asked for a new snapshot. `needs_snapshot`: the
+    book ends the call waiting for a snapshot (from the start, or after a resync request); live
+    mode fetches one from the venue's REST depth endpoint, a replay waits for the tape's next.
+    """
 
     track: BookTrack
     depth: DepthSamples
     events: list[BookEvent]
     dead_letters: list[DeadLetter]
     in_sync: bool
+    resync_requested: bool = False
+    needs_snapshot: bool = False
 
 
 class _Update(NamedTuple):
-    """One diff-depth event: its ids and its (valid) level rows."""
+    """One diff-depth update: its ids, its valid levels per side and the dead letters of its
+    invalid rows."""
 
     ts_event: int
     ts_recv: int
     first_id: int
     final_id: int
     prev_final_id: int
-    sides: list[int]
-    prices: list[float]
-    qtys: list[float]
+    bid_prices: list[float]
+    bid_qtys: list[float]
+    ask_prices: list[float]
+    ask_qtys: list[float]
+    invalid: tuple[DeadLetter, ...]
+
+    def ids(self) -> str:
+        previous = f" pu={self.prev_final_id}" if self.prev_final_id >= 0 else ""
+        return f"U={self.first_id} u={self.final_id}{previous}"
 
 
 class _Snapshot(NamedTuple):
+    """One REST snapshot: its id, its valid levels per side and the dead letters of its invalid
+    rows."""
+
     ts_event: int
     ts_recv: int
     last_update_id: int
-    sides: list[int]
-    prices: list[float]
-    qtys: list[float]
-
-
-class _Side:
-    """One side of the book: prices ascending and their quantities, in two aligned lists.
-
-    A level is one bisect away, the best level is at an end, and the levels within a price band
-    are a slice, which is what sampling needs; the lists pickle as they are.
-    """
-
-    def __init__(self) -> None:
-        self.prices: list[float] = []
-        self.qtys: list[float] = []
-
-    def load(self, levels: dict[float, float]) -> None:
-        self.prices = sorted(price for price, qty in levels.items() if qty > 0)
-        self.qtys = [levels[price] for price in self.prices]
-
-    def set(self, price: float, qty: float) -> None:
-        prices = self.prices
-        index = bisect_left(prices, price)
-        present = index < len(prices) and prices[index] == price
-        if qty == 0.0:
-            if present:
-                del prices[index]
-                del self.qtys[index]
-        elif present:
-            self.qtys[index] = qty
-        else:
-            prices.insert(index, price)
-            self.qtys.insert(index, qty)
-
-    def as_dict(self) -> dict[float, float]:
-        return dict(zip(self.prices, self.qtys, strict=True))
-
-    def depth(self, low: float, high: float) -> float:
-        """Total quantity on levels priced in [low, high]."""
-        start, stop = bisect_left(self.prices, low), bisect_right(self.prices, high)
-        return math.fsum(self.qtys[start:stop])
+    bid_prices: list[float]
+    bid_qtys: list[float]
+    ask_prices: list[float]
+    ask_qtys: list[float]
+    invalid: tuple[DeadLetter, ...]
 
 
 class BookSynchronizer:
-    """The local book of one symbol; feed it deltas and snapshots with `apply`."""
+    """The local book of one symbol; feed it deltas and snapshots with `apply`.
+
+    `futures`: True for the USD-M procedure (pu chain), False for spot, None to take it from the
+    first update. State is plain dicts, lists and ints, so the synchronizer pickles (Bytewax
+    recovery snapshots it).
+    """
 
     def __init__(self, symbol: str, sample_interval_ns: int = 1_000_000_000,
-                 depth_levels: int = 20, futures: bool = False,
-                 max_buffered_updates: int = 100_000) -> None:
-        if sample_interval_ns <= 0 or depth_levels < 1:
-            raise ValueError("sample_interval_ns must be positive and depth_levels at least 1")
+                 depth_levels: int = 20, futures: bool | None = None,
+                 max_buffered_updates: int = 10_000) -> None:
+        if sample_interval_ns <= 0 or depth_levels < 1 or max_buffered_updates < 1:
+            raise ValueError("sample_interval_ns must be positive, depth_levels and "
+                             "max_buffered_updates at least 1")
         self.symbol = symbol
         self.sample_interval_ns = sample_interval_ns
         self.depth_levels = depth_levels
         self.futures = futures
+        self.procedure_origin = "the futures argument" if futures is not None else ""
         self.max_buffered_updates = max_buffered_updates
-        self.bids = _Side()
-        self.asks = _Side()
+        self.bids = BookSide(BID)
+        self.asks = BookSide(ASK)
         self.state = WAITING_FOR_SNAPSHOT
-        self.snapshot_id = -1  # lastUpdateId of the snapshot being bridged
+        self.snapshot_id = -1  # lastUpdateId of the last snapshot loaded
         self.last_update_id = -1  # u of the last applied update
         self.buffer: deque[_Update] = deque()
+        self.overflowing = False  # the buffer dropped updates since the last snapshot
         self.clock = -1  # latest ts_event seen, stamps events
         self.next_sample = -1  # next boundary to sample; -1 until the first update
-        self.stats = dict.fromkeys(("applied", "stale", "covered", "gaps", "crossed",
-                                    "stale_snapshots", "ignored_snapshots", "invalid_levels",
-                                    "overflowed"), 0)
+        self.stats = dict.fromkeys(_STATS, 0)
         # Per-call outputs, reset by `apply`.
         self._events: list[BookEvent] = []
         self._dead: list[DeadLetter] = []
@@ -209,6 +179,17 @@ class BookSynchronizer:
     @property
     def in_sync(self) -> bool:
         return self.state == IN_SYNC
+
+    @property
+    def needs_snapshot(self) -> bool:
+        """True while no usable snapshot is loaded: live mode should fetch one."""
+        return self.state == WAITING_FOR_SNAPSHOT
+
+    @property
+    def procedure(self) -> str:
+        """The procedure followed: futures, spot, or undecided (before the first update, when no
+        `futures` argument was given)."""
+        return "undecided" if self.futures is None else "futures" if self.futures else "spot"
 
     def levels(self) -> tuple[dict[float, float], dict[float, float]]:
         """Copies of the current bid and ask levels, price -> quantity."""
@@ -227,10 +208,13 @@ class BookSynchronizer:
         self._sample_times, self._sample_rows = [], []
         self._depth_times, self._depth_rows = [], []
         self._observer = observer
-        overflowed = self.stats["overflowed"]
-        snapshot_list = self._split_snapshots(snapshots)
+        resyncs = self.stats["resyncs"]
+        updates = [_Update(*row) for row in split_levels(deltas, "book_deltas", STAGE,
+                                                         self.symbol)]
+        snapshot_list = [_Snapshot(*row) for row in split_levels(snapshots, "book_snapshots",
+                                                                 STAGE, self.symbol)]
         next_snapshot = 0
-        for update in self._split_updates(deltas):
+        for update in updates:
             while (next_snapshot < len(snapshot_list)
                    and snapshot_list[next_snapshot].ts_recv < update.ts_recv):
                 self._on_snapshot(snapshot_list[next_snapshot])
@@ -240,82 +224,60 @@ class BookSynchronizer:
             self._on_snapshot(snapshot)
         if watermark is not None and self.next_sample >= 0 and watermark >= self.next_sample:
             self._sample_until(watermark)
-        if self.stats["overflowed"] > overflowed:
-            count = self.stats["overflowed"] - overflowed
-            self._dead_letter("unsynced_buffer_overflow", f"{count} oldest updates dropped while "
-                              f"waiting for a snapshot (buffer of {self.max_buffered_updates})",
-                              "book_deltas", self.clock, None)
         self._observer = None
-        return BookUpdateResult(self._track(), self._depth(), self._events, self._dead,
-                                self.in_sync)
-
-    # ------------------------------------------------------------ input splitting
-
-    def _runs(self, batch: BookDeltaColumns | BookSnapshotColumns, keys: tuple[str, ...],
-              source: str) -> Iterator[tuple[int, list[int], list[float], list[float]]]:
-        """Each run of rows that share `keys` (one update or snapshot): its first row and its
-        valid sides, prices and quantities. Invalid rows are routed to dead letters."""
-        columns = batch.as_dict()
-        change = np.zeros(max(len(batch) - 1, 0), dtype=bool)
-        for key in keys:
-            change |= columns[key][1:] != columns[key][:-1]
-        starts = [0, *(np.flatnonzero(change) + 1).tolist(), len(batch)]
-        side, price, qty = batch.side, batch.price, batch.qty
-        with np.errstate(invalid="ignore"):
-            valid = (np.isfinite(price) & (price > 0) & np.isfinite(qty) & (qty >= 0)
-                     & ((side == BID) | (side == ASK)))
-        for row in np.flatnonzero(~valid).tolist():
-            self.stats["invalid_levels"] += 1
-            ids = " ".join(f"{key}={int(columns[key][row])}" for key in keys)
-            level = f"side={int(side[row])} price={float(price[row])} qty={float(qty[row])}"
-            self._dead_letter("invalid_level", f"level {level} ({ids}) is not a valid book "
-                              "level; row skipped", f"{source} row {row}",
-                              int(batch.ts_event[row]), int(batch.ts_recv[row]), level)
-        sides, prices, qtys = side.tolist(), price.tolist(), qty.tolist()
-        for start, stop in itertools.pairwise(starts):
-            if valid[start:stop].all():
-                yield start, sides[start:stop], prices[start:stop], qtys[start:stop]
-            else:
-                keep = [row for row in range(start, stop) if valid[row]]
-                yield (start, [sides[row] for row in keep], [prices[row] for row in keep],
-                       [qtys[row] for row in keep])
-
-    def _split_updates(self, deltas: BookDeltaColumns) -> list[_Update]:
-        if len(deltas) == 0:
-            return []
-        keys = ("first_update_id", "final_update_id", "ts_event", "ts_recv")
-        ts_event, ts_recv = deltas.ts_event.tolist(), deltas.ts_recv.tolist()
-        first, final = deltas.first_update_id.tolist(), deltas.final_update_id.tolist()
-        previous = deltas.prev_final_update_id.tolist()
-        return [_Update(ts_event[start], ts_recv[start], first[start], final[start],
-                        previous[start], sides, prices, qtys)
-                for start, sides, prices, qtys in self._runs(deltas, keys, "book_deltas")]
-
-    def _split_snapshots(self, snapshots: BookSnapshotColumns) -> list[_Snapshot]:
-        if len(snapshots) == 0:
-            return []
-        keys = ("last_update_id", "ts_recv")
-        return [_Snapshot(int(snapshots.ts_event[start]), int(snapshots.ts_recv[start]),
-                          int(snapshots.last_update_id[start]), sides, prices, qtys)
-                for start, sides, prices, qtys in self._runs(snapshots, keys, "book_snapshots")]
+        return BookUpdateResult(
+            BookTrack.from_rows(self._sample_times, self._sample_rows),
+            depth_samples(self._depth_times, self._depth_rows, self.depth_levels),
+            self._events, self._dead, self.in_sync,
+            resync_requested=self.stats["resyncs"] > resyncs, needs_snapshot=self.needs_snapshot)
 
     # ------------------------------------------------------------ the sync procedure
 
     def _on_snapshot(self, snapshot: _Snapshot) -> None:
         self.clock = max(self.clock, snapshot.ts_event)
-        if self.state == IN_SYNC:
-            self.stats["ignored_snapshots"] += 1
+        described = f"snapshot lastUpdateId={snapshot.last_update_id}"
+        if snapshot.invalid:
+            self.stats["invalid_levels"] += len(snapshot.invalid)
+            self._dead.extend(snapshot.invalid)
+            self.stats["invalid_snapshots"] += 1
+            self._event("invalid_snapshot", f"{described} has {len(snapshot.invalid)} invalid "
+                        "level(s) (dead-lettered as invalid_level); a book loaded from it would "
+                        "be wrong, so it is rejected")
+            if self.state == WAITING_FOR_SNAPSHOT:
+                self._lose_sync("invalid snapshot")
             return
-        rows = list(zip(snapshot.sides, snapshot.prices, snapshot.qtys, strict=True))
-        self.bids.load({price: qty for side, price, qty in rows if side == BID})
-        self.asks.load({price: qty for side, price, qty in rows if side == ASK})
+        newest = self.last_update_id if self.state == IN_SYNC else self.snapshot_id
+        if self.state != WAITING_FOR_SNAPSHOT and snapshot.last_update_id <= newest:
+            self.stats["ignored_snapshots"] += 1  # the book is at least as new
+            return
+        if self.state == IN_SYNC:  # newer than the book: a reconnect, or a venue's fresh book
+            self.stats["reloaded_snapshots"] += 1
+        self.bids.load(snapshot.bid_prices, snapshot.bid_qtys)
+        self.asks.load(snapshot.ask_prices, snapshot.ask_qtys)
         self.snapshot_id = snapshot.last_update_id
         self.state = WAITING_FOR_BRIDGE
-        buffered, self.buffer = self.buffer, deque()
+        self.overflowing = False
+        buffered = sorted(self.buffer, key=lambda update: update.final_id)
+        self.buffer = deque()
         for update in buffered:
             self._process(update)
 
     def _on_update(self, update: _Update) -> None:
+        if update.invalid:
+            self.stats["invalid_levels"] += len(update.invalid)
+            self._dead.extend(update.invalid)
+        is_futures = update.prev_final_id >= 0
+        if self.futures is None:
+            self.futures = is_futures
+            self.procedure_origin = f"the first update ({update.ids()})"
+        elif is_futures != self.futures:
+            self.stats["procedure_mismatches"] += 1
+            self._dead_letter("procedure_mismatch", f"update {update.ids()} is a "
+                              f"{'futures' if is_futures else 'spot'} update, but {self.symbol} "
+                              f"follows the {self.procedure} procedure (set by "
+                              f"{self.procedure_origin}); skipped",
+                              "book_deltas", update.ts_event, update.ts_recv)
+            return
         self.clock = max(self.clock, update.ts_event)
         if self.next_sample < 0:
             interval = self.sample_interval_ns
@@ -334,8 +296,15 @@ class BookSynchronizer:
 
     def _buffer(self, update: _Update) -> None:
         if len(self.buffer) >= self.max_buffered_updates:
-            self.buffer.popleft()
+            dropped = self.buffer.popleft()
             self.stats["overflowed"] += 1
+            if not self.overflowing:  # one dead letter per episode; stats count every update
+                self.overflowing = True
+                self._dead_letter("unsynced_buffer_overflow", f"buffer of "
+                                  f"{self.max_buffered_updates} updates full while waiting for a "
+                                  f"snapshot: dropping the oldest, from update {dropped.ids()} "
+                                  "on, until a snapshot arrives (counted in stats['overflowed'])",
+                                  "book_deltas", dropped.ts_event, dropped.ts_recv)
         self.buffer.append(update)
 
     def _bridge(self, update: _Update) -> None:
@@ -347,97 +316,101 @@ class BookSynchronizer:
         first_allowed = snapshot_id if self.futures else snapshot_id + 1
         if update.first_id > first_allowed:
             self.stats["stale_snapshots"] += 1
-            self._event("stale_snapshot", f"snapshot lastUpdateId={snapshot_id} is older than the "
-                        f"first update it should continue (U={update.first_id})")
-            self._event("resync_requested", "stale snapshot")
-            self.state = WAITING_FOR_SNAPSHOT
-            self._buffer(update)
+            self._event("stale_snapshot", f"snapshot lastUpdateId={snapshot_id} is older than "
+                        f"the first update it must continue ({update.ids()}, needs "
+                        f"U <= {first_allowed}): updates between them are missing")
+            self._lose_sync("stale snapshot", update)
+            return
+        if update.invalid:
+            self._reject_invalid(update)
             return
         self._apply_levels(update)
         self.state = IN_SYNC
-        self._event("synced", f"snapshot lastUpdateId={snapshot_id}, first update "
-                    f"U={update.first_id} u={update.final_id}")
+        self.stats["syncs"] += 1
+        self._event("synced", f"snapshot lastUpdateId={snapshot_id} bridged by update "
+                    f"{update.ids()} ({self.procedure} procedure)")
         self._check_crossed()
+
+    def _continues(self, update: _Update) -> bool:
+        if self.futures:
+            return update.prev_final_id == self.last_update_id
+        return update.first_id <= self.last_update_id + 1
 
     def _continue(self, update: _Update) -> None:
         last = self.last_update_id
         if update.final_id <= last:
             self.stats["stale"] += 1
-            self._dead_letter("stale_delta", f"update U={update.first_id} u={update.final_id} is "
-                              f"not newer than the last applied u={last}; skipped",
-                              "book_deltas", update.ts_event, update.ts_recv)
+            self._dead_letter("stale_delta", f"update {update.ids()} is not newer than the last "
+                              f"applied u={last}; skipped", "book_deltas", update.ts_event,
+                              update.ts_recv)
             return
-        if self.futures:
-            continuous, expected = update.prev_final_id == last, f"pu={last}"
-        else:
-            continuous, expected = update.first_id == last + 1, f"U={last + 1}"
-        if not continuous:
+        if not self._continues(update):
             self.stats["gaps"] += 1
-            self._event("gap", f"expected {expected}, got U={update.first_id} "
-                        f"u={update.final_id} pu={update.prev_final_id}")
-            self._event("resync_requested", "sequence gap")
-            self.state = WAITING_FOR_SNAPSHOT
-            self._buffer(update)
+            if self.futures:
+                expected = f"pu={last}"
+            else:
+                expected = f"U <= {last + 1}; update ids {last + 1}..{update.first_id - 1} missed"
+            self._event("gap", f"after u={last} expected {expected}, got {update.ids()}")
+            self._lose_sync("sequence gap", update)
+            return
+        if update.invalid:
+            self._reject_invalid(update)
             return
         self._apply_levels(update)
         self._check_crossed()
 
+    def _reject_invalid(self, update: _Update) -> None:
+        self.stats["invalid_updates"] += 1
+        self._event("invalid_update", f"update {update.ids()} has {len(update.invalid)} invalid "
+                    "level(s) (dead-lettered as invalid_level): the book no longer knows those "
+                    "levels")
+        self._lose_sync("invalid update", update)
+
     def _apply_levels(self, update: _Update) -> None:
-        for side, price, qty in zip(update.sides, update.prices, update.qtys, strict=True):
-            (self.bids if side == BID else self.asks).set(price, qty)
+        self.bids.apply(update.bid_prices, update.bid_qtys)
+        self.asks.apply(update.ask_prices, update.ask_qtys)
         self.last_update_id = update.final_id
         self.stats["applied"] += 1
         if self._observer is not None:
             self._observer(update.final_id)
 
     def _check_crossed(self) -> None:
-        if self.bids.prices and self.asks.prices and self.bids.prices[-1] >= self.asks.prices[0]:
+        bid, ask = self.bids.best(), self.asks.best()
+        if bid is not None and ask is not None and bid[0] >= ask[0]:
             self.stats["crossed"] += 1
-            self._event("crossed", f"best bid {self.bids.prices[-1]} >= best ask "
-                        f"{self.asks.prices[0]} after u={self.last_update_id}")
-            self._event("resync_requested", "crossed book")
-            self.state = WAITING_FOR_SNAPSHOT
+            self._event("crossed", f"best bid {bid[0]} >= best ask {ask[0]} after "
+                        f"u={self.last_update_id}: an update was missed or corrupt")
+            self._lose_sync("crossed book")
+
+    def _lose_sync(self, reason: str, update: _Update | None = None) -> None:
+        """Mark the book unusable, request a snapshot and keep `update` for the next bridge."""
+        self.state = WAITING_FOR_SNAPSHOT
+        self.stats["resyncs"] += 1
+        self._event("resync_requested", f"{reason}: book unused until a snapshot newer than "
+                    f"u={self.last_update_id} is bridged (live: fetch one; replay: the tape's "
+                    "next snapshot)")
+        if update is not None:
+            self._buffer(update)
 
     # ------------------------------------------------------------ sampling
 
     def _sample_until(self, time: int) -> None:
-        """Sample at every grid boundary from `next_sample` up to and including `time`."""
+        """Sample at every grid boundary from `next_sample` up to and including `time`; NaN (and
+        no depth) unless the book is in sync."""
         interval = self.sample_interval_ns
         last = time // interval * interval
         boundaries = list(range(self.next_sample, last + 1, interval))
         self.next_sample = last + interval
-        row = self._features()
+        usable = self.in_sync
+        row = track_row(self.bids, self.asks) if usable else _NAN_ROW
         self._sample_times.extend(boundaries)
         self._sample_rows.extend([row] * len(boundaries))
-        if self.in_sync:
-            top = self._top_levels()
+        if usable:
+            bid_prices, bid_qtys = self.bids.top(self.depth_levels)
+            ask_prices, ask_qtys = self.asks.top(self.depth_levels)
+            top = (bid_prices, bid_qtys, ask_prices, ask_qtys)
             self._depth_times.extend(boundaries)
             self._depth_rows.extend([top] * len(boundaries))
-
-    def _features(self) -> tuple[float, ...]:
-        if not (self.in_sync and self.bids.prices and self.asks.prices):
-            return (math.nan,) * len(TRACK_FIELDS)
-        bid, ask = self.bids.prices[-1], self.asks.prices[0]
-        bid_qty, ask_qty = self.bids.qtys[-1], self.asks.qtys[0]
-        mid = (bid + ask) / 2.0
-        return (bid, bid_qty, ask, ask_qty, ask - bid, (bid_qty - ask_qty) / (bid_qty + ask_qty),
-                self.bids.depth(0.95 * mid, math.inf), self.asks.depth(-math.inf, 1.05 * mid))
-
-    def _top_levels(self) -> tuple[list[float], ...]:
-        levels = self.depth_levels
-        return (self.bids.prices[: -levels - 1 : -1], self.bids.qtys[: -levels - 1 : -1],
-                self.asks.prices[:levels], self.asks.qtys[:levels])
-
-    def _track(self) -> BookTrack:
-        return BookTrack.from_rows(self._sample_times, self._sample_rows)
-
-    def _depth(self) -> DepthSamples:
-        shape = (len(self._depth_rows), self.depth_levels)
-        arrays = [np.full(shape, np.nan) for _ in range(4)]
-        for row, top in enumerate(self._depth_rows):
-            for array, values in zip(arrays, top, strict=True):
-                array[row, : len(values)] = values
-        return DepthSamples(np.array(self._depth_times, dtype=np.int64), *arrays)
 
     # ------------------------------------------------------------ events and dead letters
 
@@ -445,6 +418,6 @@ class BookSynchronizer:
         self._events.append(BookEvent(self.symbol, self.clock, kind, detail))
 
     def _dead_letter(self, reason: str, detail: str, source: str, ts_event: int | None,
-                     ts_recv: int | None, payload: str = "") -> None:
+                     ts_recv: int | None) -> None:
         self._dead.append(DeadLetter(STAGE, reason, detail, source, self.symbol, ts_event,
-                                     ts_recv, payload[:2000]))
+                                     ts_recv))

@@ -19,9 +19,14 @@ from typing import Any
 import numpy as np
 
 from engine.batches import (
+    NO_LEVEL,
+    AggTradeColumns,
     BookDeltaColumns,
     BookSnapshotColumns,
     DeadLetter,
+    FeedEvent,
+    KlineColumns,
+    MarkPriceColumns,
     QuoteColumns,
     TradeColumns,
 )
@@ -35,8 +40,6 @@ INT64_MAX = 2**63 - 1
 def payload_text(raw: bytes) -> str:
     """The raw frame as text, truncated to `PAYLOAD_LIMIT` characters for a dead letter."""
     return raw[: PAYLOAD_LIMIT * 4].decode("utf-8", "replace")[:PAYLOAD_LIMIT]
-
-
 
 
 @dataclass
@@ -56,7 +59,7 @@ class CaptureChunk:
         return len(self.frames)
 
 
-def _open_capture(path: Path) -> Any:
+def open_capture(path: Path) -> Any:
     """Open a capture as binary, gunzipping when the file starts with the gzip magic bytes."""
     with open(path, "rb") as probe:
         magic = probe.read(2)
@@ -83,7 +86,7 @@ def read_capture(
     chunk = CaptureChunk(source=name)
     letters: list[DeadLetter] = []
     line_number = 0
-    with _open_capture(path) as handle:
+    with open_capture(path) as handle:
         try:
             for line_number, line in enumerate(handle, start=1):
                 line = line.rstrip(b"\r\n")
@@ -123,7 +126,10 @@ def read_capture(
 
 
 class SymbolBuffers:
-    """Per-symbol lists filled frame by frame, turned into NumPy columns once per chunk."""
+    """Per-symbol lists filled frame by frame, turned into NumPy columns once per chunk.
+
+    Feed events are rare and stay Python objects (`engine.batches.FeedEvent`).
+    """
 
     def __init__(self) -> None:
         self.dead_letters: list[DeadLetter] = []
@@ -157,8 +163,34 @@ class SymbolBuffers:
         self.quote_bid_qty: list[float] = []
         self.quote_ask: list[float] = []
         self.quote_ask_qty: list[float] = []
+        self.agg_event: list[int] = []
+        self.agg_recv: list[int] = []
+        self.agg_id: list[int] = []
+        self.agg_first_id: list[int] = []
+        self.agg_last_id: list[int] = []
+        self.agg_price: list[float] = []
+        self.agg_qty: list[float] = []
+        self.agg_side: list[int] = []
+        self.mark_event: list[int] = []
+        self.mark_recv: list[int] = []
+        self.mark_price: list[float] = []
+        self.mark_index: list[float] = []
+        self.mark_settle: list[float] = []
+        self.mark_funding: list[float] = []
+        self.mark_next_funding: list[int] = []
+        self.kline_event: list[int] = []
+        self.kline_recv: list[int] = []
+        self.kline_open_time: list[int] = []
+        self.kline_close_time: list[int] = []
+        self.kline_interval: list[int] = []
+        self.kline_values: list[list[float]] = []  # open, high, low, close, volume, quote, taker
+        self.kline_trade_count: list[int] = []
+        self.kline_closed: list[bool] = []
+        self.feed_events: list[FeedEvent] = []
 
     def trades(self) -> TradeColumns:
+        if not self.trade_event:
+            return TradeColumns.empty()
         return TradeColumns(
             ts_event=np.array(self.trade_event, dtype=np.int64),
             ts_recv=np.array(self.trade_recv, dtype=np.int64),
@@ -172,15 +204,24 @@ class SymbolBuffers:
         if not self.delta_event:
             return BookDeltaColumns.empty()
         rows = np.add(self.delta_bid_counts, self.delta_ask_counts)
+        side = _level_sides(self.delta_bid_counts, self.delta_ask_counts)
+        price = np.array(self.delta_price, dtype=np.float64)
+        qty = np.array(self.delta_qty, dtype=np.float64)
+        empty = rows == 0
+        if empty.any():  # an update that changed no level keeps its ids in a placeholder row
+            at = (np.cumsum(rows) - rows)[empty]
+            side = np.insert(side, at, NO_LEVEL)
+            price, qty = np.insert(price, at, np.nan), np.insert(qty, at, np.nan)
+            rows = np.maximum(rows, 1)
         return BookDeltaColumns(
             ts_event=np.repeat(np.array(self.delta_event, dtype=np.int64), rows),
             ts_recv=np.repeat(np.array(self.delta_recv, dtype=np.int64), rows),
             first_update_id=np.repeat(np.array(self.delta_first, dtype=np.int64), rows),
             final_update_id=np.repeat(np.array(self.delta_final, dtype=np.int64), rows),
             prev_final_update_id=np.repeat(np.array(self.delta_prev, dtype=np.int64), rows),
-            side=_level_sides(self.delta_bid_counts, self.delta_ask_counts),
-            price=np.array(self.delta_price, dtype=np.float64),
-            qty=np.array(self.delta_qty, dtype=np.float64),
+            side=side,
+            price=price,
+            qty=qty,
         )
 
     def snapshots(self) -> BookSnapshotColumns:
@@ -197,6 +238,8 @@ class SymbolBuffers:
         )
 
     def quotes(self) -> QuoteColumns:
+        if not self.quote_event:
+            return QuoteColumns.empty()
         return QuoteColumns(
             ts_event=np.array(self.quote_event, dtype=np.int64),
             ts_recv=np.array(self.quote_recv, dtype=np.int64),
@@ -205,6 +248,54 @@ class SymbolBuffers:
             bid_qty=np.array(self.quote_bid_qty, dtype=np.float64),
             ask_price=np.array(self.quote_ask, dtype=np.float64),
             ask_qty=np.array(self.quote_ask_qty, dtype=np.float64),
+        )
+
+    def agg_trades(self) -> AggTradeColumns:
+        if not self.agg_event:
+            return AggTradeColumns.empty()
+        return AggTradeColumns(
+            ts_event=np.array(self.agg_event, dtype=np.int64),
+            ts_recv=np.array(self.agg_recv, dtype=np.int64),
+            agg_id=np.array(self.agg_id, dtype=np.int64),
+            first_trade_id=np.array(self.agg_first_id, dtype=np.int64),
+            last_trade_id=np.array(self.agg_last_id, dtype=np.int64),
+            price=np.array(self.agg_price, dtype=np.float64),
+            qty=np.array(self.agg_qty, dtype=np.float64),
+            side=np.array(self.agg_side, dtype=np.int8),
+        )
+
+    def marks(self) -> MarkPriceColumns:
+        if not self.mark_event:
+            return MarkPriceColumns.empty()
+        return MarkPriceColumns(
+            ts_event=np.array(self.mark_event, dtype=np.int64),
+            ts_recv=np.array(self.mark_recv, dtype=np.int64),
+            mark_price=np.array(self.mark_price, dtype=np.float64),
+            index_price=np.array(self.mark_index, dtype=np.float64),
+            estimated_settle_price=np.array(self.mark_settle, dtype=np.float64),
+            funding_rate=np.array(self.mark_funding, dtype=np.float64),
+            next_funding_time=np.array(self.mark_next_funding, dtype=np.int64),
+        )
+
+    def klines(self) -> KlineColumns:
+        if not self.kline_event:
+            return KlineColumns.empty()
+        values = np.array(self.kline_values, dtype=np.float64).reshape(-1, 7)
+        return KlineColumns(
+            ts_event=np.array(self.kline_event, dtype=np.int64),
+            ts_recv=np.array(self.kline_recv, dtype=np.int64),
+            ts_open=np.array(self.kline_open_time, dtype=np.int64),
+            ts_close=np.array(self.kline_close_time, dtype=np.int64),
+            interval_ns=np.array(self.kline_interval, dtype=np.int64),
+            open=values[:, 0].copy(),
+            high=values[:, 1].copy(),
+            low=values[:, 2].copy(),
+            close=values[:, 3].copy(),
+            volume=values[:, 4].copy(),
+            quote_volume=values[:, 5].copy(),
+            taker_buy_volume=values[:, 6].copy(),
+            trade_count=np.array(self.kline_trade_count, dtype=np.int64),
+            closed=np.array(self.kline_closed, dtype=np.bool_),
         )
 
 

@@ -32,7 +32,7 @@ from engine.indicator_spec import IndicatorSpec
 
 
 def journal_rows(staged: StagedChunk) -> list[dict[str, list[dict[str, Any]]]]:
-    """Dead letters and book events of a chunk as journal rows with stable keys."""
+    """Dead letters, book events and feed events of a chunk as journal rows with stable keys."""
     prefix = f"{staged.symbol}:{staged.chunk.sequence}"
     dead_letters = [
         {
@@ -58,9 +58,21 @@ def journal_rows(staged: StagedChunk) -> list[dict[str, list[dict[str, Any]]]]:
         }
         for index, event in enumerate(staged.book_events)
     ]
-    if not dead_letters and not book_events:
+    feed_events = [
+        {
+            "key": f"{prefix}:{index}",
+            "ts_event": event.ts_event,
+            "ts_recv": event.ts_recv,
+            "symbol": event.symbol,
+            "kind": event.kind,
+            "detail": event.detail,
+        }
+        for index, event in enumerate(staged.chunk.feed_events)
+    ]
+    if not dead_letters and not book_events and not feed_events:
         return []
-    return [{"dead_letters": dead_letters, "book_events": book_events}]
+    return [{"dead_letters": dead_letters, "book_events": book_events,
+             "feed_events": feed_events}]
 
 
 def build_flow(

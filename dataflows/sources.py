@@ -27,11 +27,13 @@ def _noop(_events: int) -> None:
 
 
 def _events_in(chunk: MarketChunk) -> int:
-    """Market events as the venue sent them: trades, quotes, depth updates and snapshots
-    (a depth update or snapshot spans many level rows)."""
+    """Events as the venue sent them: trades, agg trades, quotes, marks, klines, depth updates
+    and snapshots (a depth update or snapshot spans many level rows), and feed events."""
     depth_updates = len(np.unique(chunk.deltas.final_update_id)) if len(chunk.deltas) else 0
     snapshots = len(np.unique(chunk.snapshots.last_update_id)) if len(chunk.snapshots) else 0
-    return len(chunk.trades) + len(chunk.quotes) + depth_updates + snapshots
+    return (len(chunk.trades) + len(chunk.quotes) + depth_updates + snapshots
+            + len(chunk.agg_trades) + len(chunk.marks) + len(chunk.klines)
+            + len(chunk.feed_events))
 
 
 class _IteratorPartition(StatefulSourcePartition[MarketChunk, int]):

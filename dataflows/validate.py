@@ -1,12 +1,13 @@
-"""Validation of parsed trades and best bid/ask quotes, vectorised, with small per-symbol state.
+"""Validation of parsed trades, agg trades, best bid/ask quotes and mark prices, vectorised.
 
 The parser lets through every value that reads as a number; this stage decides what is usable.
-Each validator keeps, per symbol, only the last accepted trade id and event time (a few ints),
-so it pickles cheaply inside a Bytewax stateful step. Rejected rows become `DeadLetter`s with
-`source` "<source> row <index in the batch>"; accepted rows keep their input order, and after
-validation `ts_event` never decreases within a symbol.
+Each validator keeps, per symbol, only the last accepted id and event time (a few ints), so it
+pickles cheaply inside a Bytewax stateful step. Rejected rows become `DeadLetter`s with `source`
+"<source> row <index in the batch>"; accepted rows keep their input order, and after validation
+`ts_event` of trades, agg trades and quotes never decreases within a symbol.
 
-Book deltas and snapshots are checked by the book synchronizer, not here.
+Book deltas and snapshots are checked by the book synchronizer, not here; venue klines are not
+checked (they ride on the tape only).
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.batches import DeadLetter, QuoteColumns, TradeColumns
+from engine.batches import (
+    AggTradeColumns,
+    DeadLetter,
+    MarkPriceColumns,
+    QuoteColumns,
+    TradeColumns,
+)
 
 TRADE_STAGE = "validate_trades"
+AGG_TRADE_STAGE = "validate_agg_trades"
 QUOTE_STAGE = "validate_quotes"
+MARK_STAGE = "validate_marks"
 _NO_ID = np.iinfo(np.int64).min  # "nothing accepted yet" for running maxima
 
 
@@ -53,39 +62,38 @@ def _sequential_order_check(
     return id_ok, ts_ok
 
 
-class TradeValidator:
-    """Rejects trades with bad price or size, duplicate trade ids and out-of-order rows.
+class _IdOrderValidator:
+    """Shared judging of rows that carry an increasing venue id, a price and a size.
 
-    A trade is accepted when its price and size are finite and positive, its id is above every
-    accepted id of its symbol and its `ts_event` is not below every accepted `ts_event`. Reasons:
-    "invalid_price", "invalid_qty", "duplicate_trade_id" (id equal to the last accepted id, or to
-    any id accepted earlier in the same batch), "out_of_order" (id below the last accepted id
-    without being a known duplicate, or `ts_event` earlier than the last accepted one).
+    A row is accepted when its price and size are finite and positive, its id is above every
+    accepted id of its symbol and its `ts_event` is not below every accepted `ts_event`.
     """
 
-    def __init__(self, stage: str = TRADE_STAGE) -> None:
+    noun = "trade"
+    duplicate_reason = "duplicate_trade_id"
+
+    def __init__(self, stage: str) -> None:
         self.stage = stage
         self._states: dict[str, _TradeState] = {}
 
     def last_accepted(self, symbol: str) -> tuple[int, int] | None:
-        """(trade id, ts_event) of the last accepted trade of `symbol`, or None."""
+        """(id, ts_event) of the last accepted row of `symbol`, or None."""
         state = self._states.get(symbol)
         if state is None or state.last_trade_id == _NO_ID:
             return None
         return state.last_trade_id, state.last_ts_event
 
-    def validate(
-        self, symbol: str, trades: TradeColumns, source: str
-    ) -> tuple[TradeColumns, list[DeadLetter]]:
-        """Split `trades` of `symbol` into the accepted trades and dead letters for the rest."""
+    def _judge(
+        self, symbol: str, all_ids: np.ndarray, all_times: np.ndarray, price: np.ndarray,
+        qty: np.ndarray,
+    ) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+        """(rows kept, sorted (row, reason, detail) of the rows rejected); updates the state."""
         state = self._states.setdefault(symbol, _TradeState())
-        if len(trades) == 0:
-            return trades, []
-        price_ok = np.isfinite(trades.price) & (trades.price > 0)
-        qty_ok = np.isfinite(trades.qty) & (trades.qty > 0)
+        price_ok = np.isfinite(price) & (price > 0)
+        qty_ok = np.isfinite(qty) & (qty > 0)
         usable = np.flatnonzero(price_ok & qty_ok)
-        ids = trades.trade_id[usable]
-        times = trades.ts_event[usable]
+        ids = all_ids[usable]
+        times = all_times[usable]
 
         # With running maxima over all usable rows, a rejected row only matters if it raised a
         # maximum; when none did, the maxima equal those over accepted rows and the result is
@@ -110,17 +118,17 @@ class TradeValidator:
 
         letters: list[tuple[int, str, str]] = []
         for row in np.flatnonzero(~price_ok).tolist():
-            price = float(trades.price[row])
-            letters.append((row, "invalid_price", f"price {price!r} is not finite and positive"))
+            value = float(price[row])
+            letters.append((row, "invalid_price", f"price {value!r} is not finite and positive"))
         for row in np.flatnonzero(price_ok & ~qty_ok).tolist():
-            qty = float(trades.qty[row])
-            letters.append((row, "invalid_qty", f"qty {qty!r} is not finite and positive"))
+            value = float(qty[row])
+            letters.append((row, "invalid_qty", f"qty {value!r} is not finite and positive"))
         for position in np.flatnonzero(~accepted).tolist():
             row = int(usable[position])
             if duplicate[position]:
-                letters.append((row, "duplicate_trade_id", "trade id was already accepted"))
+                letters.append((row, self.duplicate_reason, f"{self.noun} id was already accepted"))
             elif not id_ok[position]:
-                detail = f"trade id is below the last accepted id {int(last_id[position])}"
+                detail = f"{self.noun} id is below the last accepted id {int(last_id[position])}"
                 letters.append((row, "out_of_order", detail))
             else:
                 detail = (
@@ -134,6 +142,46 @@ class TradeValidator:
         if len(kept):
             state.last_trade_id = int(ids[accepted_rows[-1]])
             state.last_ts_event = int(times[accepted_rows[-1]])
+        return kept, letters
+
+    def _dead_letter(
+        self, symbol: str, row: int, reason: str, detail: str, source: str, row_id: int,
+        ts_event: int, ts_recv: int, payload: str,
+    ) -> DeadLetter:
+        return DeadLetter(
+            stage=self.stage,
+            reason=reason,
+            detail=f"{symbol} {self.noun} {row_id} ({source} row {row}): {detail}",
+            source=f"{source} row {row}",
+            symbol=symbol,
+            ts_event=ts_event,
+            ts_recv=ts_recv,
+            payload=payload,
+        )
+
+
+class TradeValidator(_IdOrderValidator):
+    """Rejects trades with bad price or size, duplicate trade ids and out-of-order rows.
+
+    Reasons: "invalid_price", "invalid_qty", "duplicate_trade_id" (id equal to the last accepted
+    id, or to any id accepted earlier in the same batch), "out_of_order" (id below the last
+    accepted id without being a known duplicate, or `ts_event` earlier than the last accepted
+    one).
+    """
+
+    def __init__(self, stage: str = TRADE_STAGE) -> None:
+        super().__init__(stage)
+
+    def validate(
+        self, symbol: str, trades: TradeColumns, source: str
+    ) -> tuple[TradeColumns, list[DeadLetter]]:
+        """Split `trades` of `symbol` into the accepted trades and dead letters for the rest."""
+        self._states.setdefault(symbol, _TradeState())
+        if len(trades) == 0:
+            return trades, []
+        kept, letters = self._judge(
+            symbol, trades.trade_id, trades.ts_event, trades.price, trades.qty
+        )
         dead = [
             self._letter(symbol, trades, row, reason, detail, source)
             for row, reason, detail in letters
@@ -147,20 +195,55 @@ class TradeValidator:
     ) -> DeadLetter:
         trade_id = int(trades.trade_id[row])
         ts_event = int(trades.ts_event[row])
-        return DeadLetter(
-            stage=self.stage,
-            reason=reason,
-            detail=f"{symbol} trade {trade_id} ({source} row {row}): {detail}",
-            source=f"{source} row {row}",
-            symbol=symbol,
-            ts_event=ts_event,
-            ts_recv=int(trades.ts_recv[row]),
-            payload=(
-                f'{{"trade_id": {trade_id}, "ts_event": {ts_event}, '
-                f'"price": "{float(trades.price[row])!r}", "qty": "{float(trades.qty[row])!r}", '
-                f'"side": {int(trades.side[row])}}}'
-            ),
+        payload = (
+            f'{{"trade_id": {trade_id}, "ts_event": {ts_event}, '
+            f'"price": "{float(trades.price[row])!r}", "qty": "{float(trades.qty[row])!r}", '
+            f'"side": {int(trades.side[row])}}}'
         )
+        return self._dead_letter(symbol, row, reason, detail, source, trade_id, ts_event,
+                                 int(trades.ts_recv[row]), payload)
+
+
+class AggTradeValidator(_IdOrderValidator):
+    """Judges aggregate trades like `TradeValidator` judges trades, on the aggregate id `a`.
+
+    Reasons: "invalid_price", "invalid_qty", "duplicate_agg_id", "out_of_order". Its state is
+    its own: agg ids and raw trade ids are different sequences.
+    """
+
+    noun = "agg trade"
+    duplicate_reason = "duplicate_agg_id"
+
+    def __init__(self, stage: str = AGG_TRADE_STAGE) -> None:
+        super().__init__(stage)
+
+    def validate(
+        self, symbol: str, agg_trades: AggTradeColumns, source: str
+    ) -> tuple[AggTradeColumns, list[DeadLetter]]:
+        """Split `agg_trades` of `symbol` into the accepted rows and dead letters for the rest."""
+        self._states.setdefault(symbol, _TradeState())
+        if len(agg_trades) == 0:
+            return agg_trades, []
+        kept, letters = self._judge(
+            symbol, agg_trades.agg_id, agg_trades.ts_event, agg_trades.price, agg_trades.qty
+        )
+        dead = []
+        for row, reason, detail in letters:
+            agg_id = int(agg_trades.agg_id[row])
+            ts_event = int(agg_trades.ts_event[row])
+            payload = (
+                f'{{"agg_id": {agg_id}, "first_trade_id": {int(agg_trades.first_trade_id[row])}, '
+                f'"last_trade_id": {int(agg_trades.last_trade_id[row])}, "ts_event": {ts_event}, '
+                f'"price": "{float(agg_trades.price[row])!r}", '
+                f'"qty": "{float(agg_trades.qty[row])!r}", "side": {int(agg_trades.side[row])}}}'
+            )
+            dead.append(self._dead_letter(symbol, row, reason, detail, source, agg_id, ts_event,
+                                          int(agg_trades.ts_recv[row]), payload))
+        if len(kept) == len(agg_trades):
+            return agg_trades, dead
+        return AggTradeColumns(
+            **{key: value[kept] for key, value in agg_trades.as_dict().items()}
+        ), dead
 
 
 class QuoteValidator:
@@ -242,4 +325,73 @@ class QuoteValidator:
             ts_event=ts_event,
             ts_recv=int(quotes.ts_recv[row]),
             payload=f'{{"update_id": {update_id}, "ts_event": {ts_event}, {values}}}',
+        )
+
+
+class MarkValidator:
+    """Rejects mark-price rows that funding or valuation must not use.
+
+    Reasons: "invalid_mark_price" and "invalid_index_price" (NaN, infinite or not positive),
+    "invalid_funding_rate" (NaN or infinite on a perpetual; a delivery contract, whose next
+    funding time is 0, has no rate and passes with NaN). A NaN estimated settle price means
+    "not sent" and passes. Stateless: marks are not checked for order.
+    """
+
+    def __init__(self, stage: str = MARK_STAGE) -> None:
+        self.stage = stage
+
+    def validate(
+        self, symbol: str, marks: MarkPriceColumns, source: str
+    ) -> tuple[MarkPriceColumns, list[DeadLetter]]:
+        """Split `marks` of `symbol` into the accepted rows and dead letters for the rest."""
+        if len(marks) == 0:
+            return marks, []
+        mark_ok = np.isfinite(marks.mark_price) & (marks.mark_price > 0)
+        index_ok = np.isfinite(marks.index_price) & (marks.index_price > 0)
+        rate_ok = np.isfinite(marks.funding_rate) | (
+            np.isnan(marks.funding_rate) & (marks.next_funding_time == 0)
+        )
+        letters: list[DeadLetter] = []
+        for row in np.flatnonzero(~(mark_ok & index_ok & rate_ok)).tolist():
+            if not mark_ok[row]:
+                reason, name = "invalid_mark_price", "mark price"
+                value = float(marks.mark_price[row])
+            elif not index_ok[row]:
+                reason, name = "invalid_index_price", "index price"
+                value = float(marks.index_price[row])
+            else:
+                reason, name = "invalid_funding_rate", "funding rate"
+                value = float(marks.funding_rate[row])
+            letters.append(self._letter(symbol, marks, row, reason, f"{name} {value!r}", source))
+        kept = np.flatnonzero(mark_ok & index_ok & rate_ok)
+        if len(kept) == len(marks):
+            return marks, letters
+        columns = {key: value[kept] for key, value in marks.as_dict().items()}
+        return MarkPriceColumns(**columns), letters
+
+    def _letter(
+        self, symbol: str, marks: MarkPriceColumns, row: int, reason: str, detail: str,
+        source: str,
+    ) -> DeadLetter:
+        ts_event = int(marks.ts_event[row])
+        values = ", ".join(
+            f'"{name}": "{float(column[row])!r}"'
+            for name, column in (
+                ("mark_price", marks.mark_price), ("index_price", marks.index_price),
+                ("estimated_settle_price", marks.estimated_settle_price),
+                ("funding_rate", marks.funding_rate),
+            )
+        )
+        return DeadLetter(
+            stage=self.stage,
+            reason=reason,
+            detail=f"{symbol} mark at {ts_event} ({source} row {row}): {detail} is not usable",
+            source=f"{source} row {row}",
+            symbol=symbol,
+            ts_event=ts_event,
+            ts_recv=int(marks.ts_recv[row]),
+            payload=(
+                f'{{"ts_event": {ts_event}, {values}, '
+                f'"next_funding_time": {int(marks.next_funding_time[row])}}}'
+            ),
         )

@@ -162,6 +162,7 @@ class BarFolder:
         self.carry: tuple[np.ndarray, ...] = _no_trades()
         self.samples = BookTrack.empty()
         self.dead_letters: list[DeadLetter] = []
+        self._no_bars: dict[str, BarColumns] | None = None  # what a quiet batch returns
 
     def fold(self, trades: TradeColumns, watermark: int,
              book: BookTrack | None = None) -> dict[str, BarColumns]:
@@ -185,6 +186,8 @@ class BarFolder:
 
     def _advance(self, trades: TradeColumns, watermark: int, book: BookTrack | None,
                  force: bool) -> dict[str, BarColumns]:
+        if not force and self._quiet(trades, watermark):
+            return self._absorb_quietly(trades, watermark, book)
         self.watermark = max(self.watermark, watermark)
         trades = self._drop_late(trades)
         if book is not None and len(book):
@@ -198,6 +201,58 @@ class BarFolder:
                 self.final_until = max(self.final_until, int(bars[level.name]["ts_close"][-1]))
         self._trim_samples()
         return {name: bars[name] for name in self.timeframes}
+
+    # ------------------------------------------------------------ live fast path
+
+    def _quiet(self, trades: TradeColumns, watermark: int) -> bool:
+        """True when a batch can close no window: its trades stay in the open base window and
+        neither they nor the watermark make any window final or emittable. Live batches of a
+        few frames are almost all like this; the full fold would give the same (empty) bars."""
+        width = self.base_width
+        watermark = max(self.watermark, watermark)
+        final_until = max(self.final_until, watermark - watermark % width)
+        ts = trades.ts_event
+        if len(ts):
+            first, last = int(ts[0]), int(ts[-1])
+            if first < self.final_until or last < first:
+                return False  # late or unordered trades: the full path reports them
+            start = int(self.carry[0][0]) if len(self.carry[0]) else first
+            start -= start % width
+            if last >= start + width:
+                return False
+            final_until = max(final_until, start)
+        for level in self.levels:
+            if (final_until - final_until % level.width
+                    != self.final_until - self.final_until % level.width):
+                return False
+            unemitted = level.unemitted
+            if len(unemitted) and int(unemitted.ts_open[0]) <= watermark - level.width:
+                return False
+        return True
+
+    def _absorb_quietly(self, trades: TradeColumns, watermark: int,
+                        book: BookTrack | None) -> dict[str, BarColumns]:
+        """The state change of a quiet batch, exactly as `_advance` would make it."""
+        self.watermark = max(self.watermark, watermark)
+        width = self.base_width
+        self.final_until = max(self.final_until, self.watermark - self.watermark % width)
+        if len(trades):
+            columns = (trades.ts_event, trades.price, trades.qty, trades.side)
+            if len(self.carry[0]):
+                self.carry = tuple(np.concatenate([old, new])
+                                   for old, new in zip(self.carry, columns, strict=True))
+            else:
+                self.carry = tuple(values.copy() for values in columns)
+            start = int(self.carry[0][0])
+            self.final_until = max(self.final_until, start - start % width)
+        if book is not None and len(book):
+            self.samples = BookTrack.concat([self.samples, book])
+        self._trim_samples()
+        if self._no_bars is None:
+            empty = _Partials.empty()
+            by_name = {level.name: self._bars(level, empty) for level in self.levels}
+            self._no_bars = {name: by_name[name] for name in self.timeframes}
+        return dict(self._no_bars)
 
     def _drop_late(self, trades: TradeColumns) -> TradeColumns:
         ts = trades.ts_event

@@ -22,6 +22,7 @@ BUY = 1
 SELL = -1
 BID = 1
 ASK = -1
+NO_LEVEL = 0  # side of the placeholder row of a depth update that changed no level
 
 
 def _check_lengths(name: str, columns: dict[str, np.ndarray]) -> None:
@@ -86,7 +87,9 @@ class BookDeltaColumns:
     """Diff-depth updates, one row per changed level; rows of one update share its ids.
 
     `prev_final_update_id` is the futures `pu` field and -1 where the venue has none (spot).
-    A quantity of 0 removes the level.
+    A quantity of 0 removes the level. An update that changed no level keeps its ids in one
+    placeholder row with side `NO_LEVEL` (price and quantity NaN), since the next update
+    continues from it.
     """
 
     ts_event: np.ndarray  # int64
@@ -364,6 +367,42 @@ class FeedEvent:
     detail: str
 
 
+@dataclass(frozen=True)
+class FeedEventColumns:
+    """Feed events as columns, for the tape; `MarketChunk.feed_events` holds them as objects."""
+
+    ts_event: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64
+    kind: np.ndarray  # object (str)
+    detail: np.ndarray  # object (str)
+
+    def __post_init__(self) -> None:
+        _check_lengths("FeedEventColumns", self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {"ts_event": self.ts_event, "ts_recv": self.ts_recv, "kind": self.kind,
+                "detail": self.detail}
+
+    @staticmethod
+    def from_events(events: tuple[FeedEvent, ...]) -> FeedEventColumns:
+        return FeedEventColumns(
+            ts_event=np.array([event.ts_event for event in events], dtype=np.int64),
+            ts_recv=np.array([event.ts_recv for event in events], dtype=np.int64),
+            kind=np.array([event.kind for event in events], dtype=object),
+            detail=np.array([event.detail for event in events], dtype=object),
+        )
+
+    def events(self, symbol: str) -> tuple[FeedEvent, ...]:
+        return tuple(
+            FeedEvent(symbol, int(ts_event), int(ts_recv), str(kind), str(detail))
+            for ts_event, ts_recv, kind, detail in zip(
+                self.ts_event.tolist(), self.ts_recv.tolist(), self.kind.tolist(),
+                self.detail.tolist(), strict=True)
+        )
+
 # Columns every bar carries; book columns are NaN where no synced book was present.
 BAR_FIELDS: tuple[str, ...] = (
     "ts_open",
@@ -448,7 +487,8 @@ class BookEvent:
 
     symbol: str
     ts_event: int
-    kind: str  # "synced", "gap", "crossed", "stale_snapshot", "resync_requested"
+    kind: str  # "synced", "gap", "crossed", "stale_snapshot", "invalid_update",
+    # "invalid_snapshot", "resync_requested" (see dataflows/book.py)
     detail: str
 
 
@@ -457,7 +497,9 @@ class FeatureBatch:
     """What a SymbolActor receives: one symbol's slice of event time with its closed bars.
 
     `trades` are the valid trades of the slice (for fills and stop checks); `bars` maps each
-    timeframe to the bars that closed in this slice (`ts_close <= watermark`).
+    timeframe to the bars that closed in this slice (`ts_close <= watermark`). `marks` are the
+    valid mark prices and funding rates of a perpetual (for funding), None when there are none.
+    Venue klines ride on the tape only for now: bars are always folded from trades.
     """
 
     symbol: str
@@ -466,6 +508,8 @@ class FeatureBatch:
     trades: TradeColumns
     bars: dict[str, BarColumns]
     quotes: QuoteColumns | None = None
+    marks: MarkPriceColumns | None = None
     depth: DepthSamples | None = None
     book_events: tuple[BookEvent, ...] = ()
+    feed_events: tuple[FeedEvent, ...] = ()
     end_of_stream: bool = False

@@ -97,6 +97,23 @@ def _cmd_import_klines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_binance(args: argparse.Namespace) -> int:
+    from storage.importers import import_binance_public
+
+    result = import_binance_public([Path(path) for path in args.files], Path(args.out),
+                                   symbol=args.symbol, market=args.market, kind=args.kind)
+    print(json.dumps(result.summary(), indent=2, default=str))
+    return 0
+
+
+def _cmd_import_tardis(args: argparse.Namespace) -> int:
+    from storage.importers import import_tardis
+
+    result = import_tardis([Path(path) for path in args.files], Path(args.out))
+    print(json.dumps(result.summary(), indent=2, default=str))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from storage.report import journal_summary
 
@@ -104,6 +121,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     summary["journal"] = args.journal
     print_summary(summary)
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dataflows.live.replay_cli import run_serve  # a test tool, not part of a run's wiring
+
+    return run_serve(args)
 
 
 def _cmd_bench_replay(args: argparse.Namespace) -> int:
@@ -115,6 +138,20 @@ def _cmd_bench_replay(args: argparse.Namespace) -> int:
     )
     for key, value in report.items():
         print(f"  {key:<24} {value}")
+    print(json.dumps(report))
+    return 0
+
+
+def _cmd_bench_live(args: argparse.Namespace) -> int:
+    from engine.bench_live import bench_live
+
+    report = bench_live(
+        Path(args.capture), rate=args.rate, frames=args.frames, warmup_s=args.warmup_s,
+        config_path=Path(args.config) if args.config else None,
+        out=Path(args.out) if args.out else None,
+    )
+    for key, value in report.items():
+        print(f"  {key:<30} {value}")
     print(json.dumps(report))
     return 0
 
@@ -166,11 +203,57 @@ def build_parser() -> argparse.ArgumentParser:
     klines.add_argument("--symbol", default="BTCUSDT")
     klines.set_defaults(handler=_cmd_import_klines)
 
+    binance = importer.add_parser(
+        "binance", help="Binance public-data CSVs (trades, aggTrades, klines) to a tape")
+    binance.add_argument("files", nargs="+", metavar="FILE", help=".zip, .csv or .csv.gz")
+    binance.add_argument("--out", required=True, metavar="TAPE")
+    binance.add_argument("--symbol", default=None, help="default: from each file's name")
+    binance.add_argument("--market", choices=("spot", "futures"), default=None,
+                         help="checked against each file's layout")
+    binance.add_argument("--kind", choices=("trades", "aggTrades", "klines"), default=None,
+                         help="for files whose name does not say")
+    binance.set_defaults(handler=_cmd_import_binance)
+
+    tardis = importer.add_parser(
+        "tardis", help="Tardis CSVs (trades, incremental_book_L2, book_snapshot_N) to a tape")
+    tardis.add_argument("files", nargs="+", metavar="FILE", help=".csv.gz, .csv or .zip")
+    tardis.add_argument("--out", required=True, metavar="TAPE")
+    tardis.set_defaults(handler=_cmd_import_tardis)
+
     report = commands.add_parser("report", help="summarise a journal")
     report.add_argument("journal", metavar="JOURNAL")
     report.add_argument("--initial-equity", type=float, default=None,
                         help="default: the run's configured initial equity")
     report.set_defaults(handler=_cmd_report)
+
+    serve = commands.add_parser("serve", help="a loopback Binance exchange replaying captures")
+    serve.add_argument("--capture", action="append", required=True, metavar="FILE",
+                       help="raw capture (repeatable, in market order)")
+    serve.add_argument("--market", choices=("spot", "usdm"), default="spot")
+    serve.add_argument("--speed", type=float, default=1.0, help="x recorded speed")
+    serve.add_argument("--frames-per-s", type=float, default=None,
+                       help="fixed frame rate instead of the recorded timing")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=9443, help="websocket port (0: any)")
+    serve.add_argument("--rest-port", type=int, default=0, help="REST port (0: any)")
+    serve.add_argument("--max-connection-s", type=float, default=86400.0)
+    serve.add_argument("--loop", action="store_true", help="replay the captures forever")
+    serve.add_argument("--start-now", action="store_true",
+                       help="start the timeline at once, not at the first subscription")
+    serve.add_argument("--fault-seed", type=int, default=0)
+    serve.add_argument("--malformed", type=int, default=0, help="fuzzed frames to interleave")
+    serve.add_argument("--depth-gaps", type=int, default=0)
+    serve.add_argument("--duplicates", type=int, default=0)
+    serve.add_argument("--reordered-pairs", type=int, default=0)
+    serve.add_argument("--drop-at", type=float, action="append", metavar="S",
+                       help="abort every connection at this stream second (repeatable)")
+    serve.add_argument("--silence", action="append", metavar="START:DURATION",
+                       help="send nothing for DURATION stream seconds from START (repeatable)")
+    serve.set_defaults(handler=_cmd_serve)
+
+    from engine.cli_live import add_live_commands
+
+    add_live_commands(commands)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True
@@ -182,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench_replay.add_argument("--workers", type=int, default=1)
     bench_replay.add_argument("--out", default="benchmarks/replay.json", metavar="FILE")
     bench_replay.set_defaults(handler=_cmd_bench_replay)
+    bench_live = bench.add_parser("live", help="live latency vs a bare websocket loop")
+    bench_live.add_argument("--capture", default="data/binance-spot/btcusdt_20240808.gz")
+    bench_live.add_argument("--rate", type=float, default=1000.0, help="frames per second")
+    bench_live.add_argument("--frames", type=int, default=30_000)
+    bench_live.add_argument("--warmup-s", type=float, default=3.0)
+    bench_live.add_argument("--config", default=None, metavar="PATH")
+    bench_live.add_argument("--out", default="benchmarks/live.json", metavar="FILE")
+    bench_live.set_defaults(handler=_cmd_bench_live)
     return parser
 
 

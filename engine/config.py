@@ -143,6 +143,69 @@ class ReplayConfig(_Frozen):
         return parse_duration_ns(self.batch_duration)
 
 
+VENUE_ENDPOINTS: dict[str, tuple[str, str]] = {
+    # venue: (websocket base URL, REST base URL)
+    "binance": ("wss://stream.binance.com:9443", "https://api.binance.com"),
+    "binance-usdm": ("wss://fstream.binance.com", "https://fapi.binance.com"),
+}
+DEFAULT_STREAMS: dict[str, tuple[str, ...]] = {
+    "binance": ("trade", "depth@100ms", "bookTicker"),
+    "binance-usdm": ("trade", "depth@100ms", "bookTicker", "markPrice@1s"),
+}
+
+
+class LiveConfig(_Frozen):
+    """The live feed: where to connect, what to subscribe, and its safety timers.
+
+    URLs default to the venue's public endpoints; tests and `ats serve` point them at loopback.
+    Keys are never configured here: `api_key_env` names the environment variable that holds one
+    (only sent where a public endpoint asks for it, e.g. historical trades for gap-fill).
+    """
+
+    venue: Literal["binance", "binance-usdm"] = "binance"
+    ws_url: str | None = Field(None, description="websocket base URL; default per venue")
+    rest_url: str | None = Field(None, description="REST base URL; default per venue")
+    streams: tuple[str, ...] | None = Field(
+        None, description="per-symbol streams; default per venue"
+    )
+    snapshot_limit: int = Field(1000, ge=5, le=5000)
+    stale_after_s: float = Field(30.0, gt=0, description="no data this long: entries blocked")
+    rest_fallback_after_s: float = Field(
+        2.0, ge=0, le=5, description="socket down this long: poll REST (at most 5 s)"
+    )
+    rest_poll_interval_s: float = Field(1.0, gt=0)
+    rollover_after_s: float = Field(
+        23 * 3600.0, gt=0, description="open a new connection before the venue's 24 h cut"
+    )
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    ping_interval_s: float | None = Field(20.0, gt=0, description="client keepalive pings")
+    ping_timeout_s: float | None = Field(20.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0)
+    gap_fill: bool = True
+    max_frames_per_batch: int = Field(5000, ge=1)
+    api_key_env: str | None = Field(None, description="name of an env var holding an API key")
+
+    @field_validator("ws_url", "rest_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and value.split("://", 1)[0] not in ("ws", "wss", "http", "https"):
+            raise ValueError(f"{value!r} is not a ws://, wss://, http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def websocket_base(self) -> str:
+        return self.ws_url or VENUE_ENDPOINTS[self.venue][0]
+
+    @property
+    def rest_base(self) -> str:
+        return self.rest_url or VENUE_ENDPOINTS[self.venue][1]
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return self.streams or DEFAULT_STREAMS[self.venue]
+
+
 class RunConfig(_Frozen):
     """Everything a replay or live run needs, apart from the input and the journal path."""
 
@@ -153,6 +216,7 @@ class RunConfig(_Frozen):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     metrics_port: int | None = Field(None, ge=0, le=65535)
 
     @field_validator("timeframes")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 COUNTER_NAMES: tuple[str, ...] = (
     "events",
@@ -22,6 +22,10 @@ COUNTER_NAMES: tuple[str, ...] = (
     "round_trips",
     "dead_letters",
     "book_resyncs",
+    "feed_events",
+    "stale_alarms",
+    "live_frames",
+    "reconnects",
 )
 
 
@@ -40,6 +44,16 @@ class RunMetrics:
             "ats_batch_latency_seconds",
             "Wall time from a feature batch leaving the dataflow to its step result",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.receive_to_feature = Histogram(
+            "ats_receive_to_feature_seconds",
+            "Live: wall time from a frame's receipt to its feature batch reaching the actors",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.feed_pending = Gauge(
+            "ats_feed_pending_frames", "Live: frames received but not yet parsed",
             registry=self.registry,
         )
         self.totals: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from engine.batches import FeatureBatch
 from engine.config import SimulationConfig
+from engine.feed_health import FeedHealth
 from engine.matching import PaperMatcher
 from engine.position_tracker import OrderContext, PositionTracker
 from engine.signal_rows import SignalLedger
@@ -51,6 +52,7 @@ class OrderFlow:
         self.matcher = PaperMatcher(symbol, simulation)
         self.tracker = PositionTracker(symbol)
         self.signals = SignalLedger(symbol, strategy_name)
+        self.feed_health = FeedHealth()
         self.queue: deque[_QueuedIntent] = deque()
         self.updates: list[PortfolioUpdate] = []  # not yet handed to the gateway
         self.journal: dict[str, list[dict[str, Any]]] = {name: [] for name in JOURNAL_TABLES_OUT}
@@ -80,6 +82,8 @@ class OrderFlow:
         **fields: Any,
     ) -> OrderIntent:
         sequence = self.next_sequence()
+        reduce_only = kind in ("exit", "reverse_close")
+        stale = not reduce_only and self.feed_health.is_stale(ts_event)
         return OrderIntent(
             intent_id=intent_id_for(self.symbol, sequence),
             symbol=self.symbol,
@@ -87,9 +91,10 @@ class OrderFlow:
             sequence=sequence,
             side=side,
             intent_kind=kind,
-            reduce_only=kind in ("exit", "reverse_close"),
+            reduce_only=reduce_only,
             quantity=quantity,
             reference_price=reference_price,
+            data_stale=stale,
             **fields,
         )
 

@@ -134,6 +134,14 @@ def kill_switch(proposal: Proposal, snapshot: PortfolioSnapshot, config: RiskCon
     return RuleOutcome("approve", "kill_switch", "not halted", proposal.quantity)
 
 
+def stale_data(proposal: Proposal, snapshot: PortfolioSnapshot, config: RiskConfig) -> RuleOutcome:
+    """No new entry on data the live feed reported stale (no update for its alarm time)."""
+    if proposal.intent.data_stale:
+        return RuleOutcome("reject", "stale_data", f"{proposal.intent.symbol} market data is "
+                           "stale (feed alarm); entries wait until it is fresh")
+    return RuleOutcome("approve", "stale_data", "data fresh", proposal.quantity)
+
+
 def daily_loss_limit(
     proposal: Proposal, snapshot: PortfolioSnapshot, config: RiskConfig
 ) -> RuleOutcome:
@@ -237,7 +245,9 @@ def max_leverage(
     )
 
 
-ENTRY_GATES: tuple[Rule, ...] = (kill_switch, daily_loss_limit, net_flip, max_open_positions)
+ENTRY_GATES: tuple[Rule, ...] = (
+    kill_switch, stale_data, daily_loss_limit, net_flip, max_open_positions
+)
 ENTRY_LIMITS: tuple[Rule, ...] = (portfolio_heat, max_leverage)
 
 

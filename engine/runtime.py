@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -61,6 +62,11 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None) -> R
     for path in chosen:
         if not path.exists():
             raise FileNotFoundError(f"replay input {path} does not exist")
+    # A recording directory (storage.recording) replays as its capture segments, in order.
+    expanded = [segment for path in chosen for segment in _recording_segments(path)]
+    if not expanded:
+        raise ValueError(f"recording {', '.join(map(str, chosen))} has no finalized segment")
+    chosen = expanded
     if len(chosen) == 1 and chosen[0].is_dir():
         reader = TapeReader(chosen[0])
         rows = reader.metadata.get("rows", {})
@@ -77,6 +83,13 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None) -> R
     if not symbols:
         raise ValueError(f"no symbol found in capture files: {', '.join(map(str, chosen))}")
     return ReplayInput("capture", tuple(chosen), tuple(sorted(symbols)), lines)
+
+
+def _recording_segments(path: Path) -> list[Path]:
+    """The capture segments of a recording directory, or `[path]` for any other input."""
+    from storage.recording import is_recording, recording_inputs
+
+    return recording_inputs(path) if is_recording(path) else [path]
 
 
 def data_hash(replay_input: ReplayInput) -> str:
@@ -157,6 +170,117 @@ class _Progress:
             self._bar.close()
 
 
+def _resolve_config(config: RunConfig | Path | str | None, default: Path | None) -> RunConfig:
+    if config is None:
+        return load_config(default) if default is not None else RunConfig()
+    return config if isinstance(config, RunConfig) else load_config(config)
+
+
+def _new_run(config: RunConfig, journal_path: Path | str | None) -> tuple[str, Path]:
+    run_id = f"{config.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    journal = Path(journal_path) if journal_path else Path("runs") / run_id / "journal.duckdb"
+    if journal.exists():
+        raise FileExistsError(f"journal {journal} already exists; choose another --journal path")
+    return run_id, journal
+
+
+@dataclass
+class _Pipeline:
+    """What replay and live share: metrics, supervisor and actors, the dataflow, the journal."""
+
+    config: RunConfig
+    run_id: str
+    journal: Path
+    symbols: tuple[str, ...]
+    mode: str
+    metrics: RunMetrics
+    timings: dict[str, float]
+    latency: Any = None
+    step_calls: int = 0
+    pauses: int = 0
+
+    def run(self, source: Any, workers: int, on_resync: Any = None) -> dict[str, Any]:
+        """Run the dataflow to its end; close the actors (abort them on failure)."""
+        from bytewax.run import cli_main
+
+        from actors.supervisor import Supervisor
+        from dataflows.flow import build_flow
+        from dataflows.sinks import SupervisorSink
+        from engine.symbol_engine import SymbolEngine
+
+        supervisor = Supervisor(self.config, self.symbols, str(self.journal), self.run_id,
+                                self.metrics, live=self.mode != "replay", latency=self.latency)
+        flow = build_flow(
+            source,
+            SupervisorSink(supervisor, on_resync),
+            timeframes=self.config.timeframes,
+            indicators=tuple(SymbolEngine.required_indicators(self.config)),
+            depth_levels=self.config.replay.depth_levels,
+        )
+        try:
+            cli_main(flow, workers_per_process=workers)
+            closing = supervisor.close()
+        except BaseException:
+            supervisor.abort()
+            raise
+        self.step_calls = supervisor.step_calls
+        self.pauses = supervisor.pauses
+        return closing
+
+    def finish(self, closing: dict[str, Any], started_at: datetime, events: int, workers: int,
+               input_display: str, input_hash: str) -> RunResult:
+        """Summarise the journal and write the `runs` row."""
+        from storage.journal import JournalWriter
+        from storage.report import journal_summary
+
+        self.metrics.add("events", events)
+        summary = journal_summary(self.journal, self.config.initial_equity)
+        summary.update(
+            {
+                "run_id": self.run_id,
+                "input": input_display,
+                "symbols": list(self.symbols),
+                "events": events,
+                "bars": self.metrics.totals["bars"],
+                "journal": str(self.journal),
+                "workers": workers,
+                "actor_calls": self.step_calls,
+                "pauses": self.pauses,
+            }
+        )
+        summary["portfolio"] = closing["portfolio"]
+        with JournalWriter(self.journal, self.run_id) as writer:
+            writer.append(
+                "runs",
+                [
+                    {
+                        "key": self.run_id,
+                        "started_at": started_at,
+                        "finished_at": datetime.now(UTC),
+                        "mode": self.mode,
+                        "input_path": input_display,
+                        "data_hash": input_hash,
+                        "config": config_hash_text(self.config),
+                        "code_version": code_version(),
+                        "workers": workers,
+                        "summary": _summary_json(summary),
+                    }
+                ],
+            )
+        return RunResult(self.run_id, self.journal, summary, self.timings)
+
+
+def _start(config: RunConfig, mode: str, symbols: tuple[str, ...], journal_path: Path | str | None,
+           dashboard: bool, ray_address: str | None, metrics_port: int | None) -> _Pipeline:
+    run_id, journal = _new_run(config, journal_path)
+    timings = {"ray_start_s": start_ray(dashboard, ray_address)}
+    metrics = RunMetrics()
+    port = metrics_port if metrics_port is not None else config.metrics_port
+    if port is not None:
+        timings["metrics_port"] = metrics.serve(port)
+    return _Pipeline(config, run_id, journal, symbols, mode, metrics, timings)
+
+
 def run_replay(
     input_paths: list[Path] | None = None,
     config: RunConfig | Path | str | None = None,
@@ -170,35 +294,15 @@ def run_replay(
     ray_address: str | None = None,
 ) -> RunResult:
     """Replay a tape or raw captures through features, actors and journal; return the summary."""
-    from bytewax.run import cli_main
-
-    from actors.supervisor import Supervisor
-    from dataflows.flow import build_flow
-    from dataflows.sinks import SupervisorSink
     from dataflows.sources import CaptureSource, TapeSource
-    from engine.symbol_engine import SymbolEngine
-    from storage.journal import JournalWriter
-    from storage.report import journal_summary
 
-    if config is None:
-        config = load_config(SAMPLE_CONFIG) if input_paths is None else RunConfig()
-    elif not isinstance(config, RunConfig):
-        config = load_config(config)
+    config = _resolve_config(config, SAMPLE_CONFIG if input_paths is None else None)
     workers = workers or config.replay.workers
     replay_input = resolve_input(input_paths, symbol_hint)
     input_hash = data_hash(replay_input)
-    run_id = f"{config.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    journal = Path(journal_path) if journal_path else Path("runs") / run_id / "journal.duckdb"
-    if journal.exists():
-        raise FileExistsError(f"journal {journal} already exists; choose another --journal path")
     started_at = datetime.now(UTC)
-    timings = {"ray_start_s": start_ray(dashboard, ray_address)}
-
-    metrics = RunMetrics()
-    port = metrics_port if metrics_port is not None else config.metrics_port
-    if port is not None:
-        timings["metrics_port"] = metrics.serve(port)
-
+    pipeline = _start(config, "replay", replay_input.symbols, journal_path, dashboard,
+                      ray_address, metrics_port)
     tracker = _Progress(replay_input.total_events, progress)
     span_start = time.perf_counter()
     source: Any
@@ -211,60 +315,90 @@ def run_replay(
         source = CaptureSource(
             list(replay_input.paths), CAPTURE_CHUNK_LINES, symbol_hint, tracker
         )
-    supervisor = Supervisor(config, replay_input.symbols, str(journal), run_id, metrics)
-    indicators = tuple(SymbolEngine.required_indicators(config))
-    flow = build_flow(
-        source,
-        SupervisorSink(supervisor),
-        timeframes=config.timeframes,
-        indicators=indicators,
-        depth_levels=config.replay.depth_levels,
-    )
     try:
-        cli_main(flow, workers_per_process=workers)
-        closing = supervisor.close()
-    except BaseException:
-        supervisor.abort()
-        raise
+        closing = pipeline.run(source, workers)
     finally:
         tracker.close()
-    timings["replay_s"] = time.perf_counter() - span_start
-    metrics.add("events", tracker.events)
+    pipeline.timings["replay_s"] = time.perf_counter() - span_start
+    return pipeline.finish(closing, started_at, tracker.events, workers, replay_input.display,
+                           input_hash)
 
-    summary = journal_summary(journal, config.initial_equity)
-    summary.update(
-        {
-            "run_id": run_id,
-            "input": replay_input.display,
-            "symbols": list(replay_input.symbols),
-            "events": tracker.events,
-            "bars": metrics.totals["bars"],
-            "journal": str(journal),
-            "workers": workers,
-            "actor_calls": supervisor.step_calls,
-            "pauses": supervisor.pauses,
-        }
-    )
-    summary["portfolio"] = closing["portfolio"]
-    with JournalWriter(journal, run_id) as writer:
-        writer.append(
-            "runs",
-            [
-                {
-                    "key": run_id,
-                    "started_at": started_at,
-                    "finished_at": datetime.now(UTC),
-                    "mode": "replay",
-                    "input_path": replay_input.display,
-                    "data_hash": input_hash,
-                    "config": config_hash_text(config),
-                    "code_version": code_version(),
-                    "workers": workers,
-                    "summary": _summary_json(summary),
-                }
-            ],
-        )
-    return RunResult(run_id, journal, summary, timings)
+
+def run_live(
+    symbols: list[str],
+    config: RunConfig | Path | str | None = None,
+    journal_path: Path | str | None = None,
+    *,
+    stop: threading.Event | None = None,
+    record_to: Path | None = None,
+    dashboard: bool = False,
+    metrics_port: int | None = None,
+    ray_address: str | None = None,
+    latency: Any = None,
+    frame_observer: Any = None,
+) -> RunResult:
+    """Paper-trade the live feed through the same dataflow and actors as a replay, until `stop`
+    is set (the CLI sets it on Ctrl-C); then drain what was received, close the actors and the
+    journal. With `record_to`, every frame the pipeline parsed is also recorded there."""
+    from dataflows.live.feed import BinanceFeed
+    from dataflows.live.source import LiveSource
+
+    config = _resolve_config(config, None)
+    wanted = tuple(sorted({symbol.upper() for symbol in symbols}))
+    if not wanted:
+        raise ValueError("ats live needs at least one symbol (--symbols BTCUSDT,ETHUSDT)")
+    stop = stop or threading.Event()
+    started_at = datetime.now(UTC)
+    pipeline = _start(config, "live_paper", wanted, journal_path, dashboard, ray_address,
+                      metrics_port)
+    pipeline.latency = latency
+    feed = BinanceFeed(config.live, wanted)
+    recorder = _live_recorder(config, wanted, record_to) if record_to is not None else None
+    counted = _FrameCounter(pipeline.metrics, feed, recorder, frame_observer)
+    source = LiveSource(feed.buffer, wanted, stop, max_frames=config.live.max_frames_per_batch,
+                        on_frames=counted, source_name=f"live:{config.live.venue}")
+    feed.start()
+    span_start = time.perf_counter()
+    try:
+        closing = pipeline.run(source, 1, on_resync=feed.request_snapshot)
+    finally:
+        feed.stop()
+        if recorder is not None:
+            recorder.close()
+    pipeline.timings["live_s"] = time.perf_counter() - span_start
+    pipeline.timings.update({f"feed_{key}": float(value) for key, value in feed.stats.items()})
+    display = f"live {config.live.venue} {config.live.websocket_base}"
+    return pipeline.finish(closing, started_at, counted.frames, 1, display, "")
+
+
+class _FrameCounter:
+    """Counts (and optionally records) the frames the live source parses."""
+
+    def __init__(self, metrics: RunMetrics, feed: Any, recorder: Any, observer: Any) -> None:
+        self.frames = 0
+        self._metrics = metrics
+        self._feed = feed
+        self._recorder = recorder
+        self._observer = observer
+
+    def __call__(self, times: list[int], frames: list[bytes]) -> None:
+        self.frames += len(frames)
+        self._metrics.add("live_frames", len(frames))
+        self._metrics.feed_pending.set(self._feed.buffer.pending)
+        if self._recorder is not None:
+            self._recorder.write_many(times, frames)
+        if self._observer is not None:
+            self._observer(times, frames)
+
+
+def _live_recorder(config: RunConfig, symbols: tuple[str, ...], out: Path) -> Any:
+    from dataflows.binance import BinanceParser
+    from dataflows.live.record_tap import BackgroundRecorder
+    from storage.recorder import Recorder, RecorderConfig
+
+    recorder = Recorder(RecorderConfig(out_dir=out, venue=config.live.venue, symbols=symbols),
+                        BinanceParser)
+    return BackgroundRecorder(recorder)
 
 
 def _summary_json(summary: dict[str, Any]) -> str:
@@ -273,4 +407,3 @@ def _summary_json(summary: dict[str, Any]) -> str:
     run_specific = {"run_id", "journal", "workers", "actor_calls", "pauses"}
     stable = {key: value for key, value in summary.items() if key not in run_specific}
     return to_json(stable)
-

@@ -134,6 +134,7 @@ class SymbolEngine:
     # ------------------------------------------------------------------ batches
 
     def _begin_batch(self, batch: FeatureBatch) -> None:
+        self.flow.feed_health.observe(batch.feed_events)
         events, dropped = self.bars.begin(batch)
         for bar in dropped:
             self.flow.dead_letter(

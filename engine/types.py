@@ -63,6 +63,7 @@ class OrderIntent:
     score: float | None = None
     reason: str = ""
     signal_id: str | None = None
+    data_stale: bool = False  # the feed reported the symbol's data stale at ts_event
 
     @property
     def key(self) -> EventKey:

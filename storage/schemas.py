@@ -133,6 +133,17 @@ VENUE_KLINES = pa.schema(
     ]
 )
 
+# The live feed's own events (stale, fresh, reconnects, gap-fills), kept so a replay sees them.
+FEED_EVENTS = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts_event", pa.int64()),
+        ("ts_recv", pa.int64()),
+        ("kind", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
 # 1-minute klines as imported from CSV (storage/klines.py), before they become BARS rows.
 KLINES = pa.schema(
     [
@@ -156,6 +167,7 @@ TAPE_TABLES: dict[str, pa.Schema] = {
     "agg_trades": AGG_TRADES,
     "mark_prices": MARK_PRICES,
     "venue_klines": VENUE_KLINES,
+    "feed_events": FEED_EVENTS,
 }
 
 # ---------------------------------------------------------------- journal
@@ -230,6 +242,10 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
     "book_events": pa.schema(
         [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("kind", _S),
          ("detail", _S)]
+    ),
+    "feed_events": pa.schema(
+        [("key", _S), ("run_id", _S), ("ts_event", _I), ("ts_recv", _I), ("symbol", _S),
+         ("kind", _S), ("detail", _S)]
     ),
     "dead_letters": pa.schema(
         [

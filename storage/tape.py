@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.batches import DeadLetter, MarketChunk
+from engine.batches import DeadLetter, FeedEventColumns, MarketChunk
 from storage.schemas import TAPE_TABLES
 from storage.tape_chunks import CONTAINERS, stream_symbol
 
@@ -129,6 +129,8 @@ class TapeWriter:
             columns = getattr(chunk, attribute)
             if len(columns) == 0:
                 continue
+            if attribute == "feed_events":  # objects in the chunk, columns on the tape
+                columns = FeedEventColumns.from_events(columns)
             schema = TAPE_TABLES[name]
             try:
                 arrays = [_symbol_column(chunk.symbol, len(columns))]

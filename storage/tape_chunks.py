@@ -21,6 +21,7 @@ from engine.batches import (
     AggTradeColumns,
     BookDeltaColumns,
     BookSnapshotColumns,
+    FeedEventColumns,
     KlineColumns,
     MarketChunk,
     MarkPriceColumns,
@@ -40,6 +41,7 @@ CONTAINERS: dict[str, tuple[str, Any]] = {
     "agg_trades": ("agg_trades", AggTradeColumns),
     "mark_prices": ("marks", MarkPriceColumns),
     "venue_klines": ("klines", KlineColumns),
+    "feed_events": ("feed_events", FeedEventColumns),  # objects in MarketChunk (see below)
 }
 
 
@@ -171,7 +173,9 @@ def stream_symbol(
         parts = {}
         for name, stream in streams.items():
             attribute, container = CONTAINERS[name]
-            parts[attribute] = container(**stream.take(counts[name]))
+            columns = container(**stream.take(counts[name]))
+            parts[attribute] = (columns.events(symbol) if attribute == "feed_events"
+                                else columns)
         for stream in streams.values():
             stream.fill()
         done = all(stream.exhausted for stream in streams.values())

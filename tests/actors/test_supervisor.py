@@ -5,9 +5,10 @@ from __future__ import annotations
 from actors.supervisor import FOREVER, Supervisor, _SymbolState
 
 
-def _supervisor(states: dict[str, _SymbolState]) -> Supervisor:
+def _supervisor(states: dict[str, _SymbolState], live: bool = False) -> Supervisor:
     supervisor = object.__new__(Supervisor)
     supervisor._symbols = states  # type: ignore[attr-defined]
+    supervisor.live = live
     return supervisor
 
 
@@ -44,3 +45,12 @@ def test_paused_symbols_bound_at_their_intent_and_finished_ones_not_at_all() -> 
 def test_a_symbol_without_data_yet_holds_everyone_back() -> None:
     states = {"AAA": _SymbolState(actor=None, watermark=10**18), "ZZZ": _SymbolState(actor=None)}
     assert _supervisor(states)._horizon("AAA") == -FOREVER + 1
+
+
+def test_live_mode_decides_in_arrival_order() -> None:
+    states = {
+        "AAA": _SymbolState(actor=None, watermark=500),
+        "BBB": _SymbolState(actor=None, watermark=300, paused=True, pending_intent_ts=200),
+    }
+    supervisor = _supervisor(states, live=True)
+    assert supervisor._horizon("AAA") == FOREVER and supervisor._horizon("BBB") == FOREVER

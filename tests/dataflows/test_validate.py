@@ -1,4 +1,5 @@
-"""Trade and quote validation: real data passes whole, each injected defect gets its reason."""
+"""Trade, agg trade, quote and mark validation: real data passes whole, each injected defect
+gets its reason; `validate_events` builds bars from agg trades when a stream has no trades."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ import numpy as np
 import pytest
 
 from dataflows.binance import parse_capture
-from dataflows.validate import QuoteValidator, TradeValidator
-from engine.batches import QuoteColumns, TradeColumns
+from dataflows.steps import StagedChunk, compute_indicators, validate_events
+from dataflows.validate import AggTradeValidator, MarkValidator, QuoteValidator, TradeValidator
+from engine.batches import (
+    AggTradeColumns,
+    MarketChunk,
+    MarkPriceColumns,
+    QuoteColumns,
+    TradeColumns,
+)
+from tests.dataflows.test_binance_captures import cryptofeed_frames, parse_all
 
 REPO = Path(__file__).resolve().parents[2]
 SPOT = REPO / "data" / "binance-spot" / "btcusdt_20240808.gz"
@@ -147,3 +156,118 @@ def test_real_quotes_pass_and_injected_quote_defects(real) -> None:
     later = {key: value[:1].copy() for key, value in quotes.as_dict().items()}
     _, dead = pickle.loads(pickle.dumps(validator)).validate("BTCUSDT", QuoteColumns(**later), "r")
     assert Counter(letter.reason for letter in dead) == {"out_of_order": 1}
+
+
+@pytest.fixture(scope="module")
+def futures_chunks(multi_venue_dir: Path) -> list[MarketChunk]:
+    """The cryptofeed Binance futures capture: aggTrade only, no raw trades, four symbols."""
+    frames = cryptofeed_frames(multi_venue_dir / "BINANCE_FUTURES.ws.1.0",
+                               multi_venue_dir / "BINANCE_FUTURES.http.0.0")
+    _, chunks, dead = parse_all(frames, 300, "futures")
+    assert dead == []
+    return chunks
+
+
+def test_real_agg_trades_pass_and_injected_defects_get_reasons(futures_chunks) -> None:
+    chunks = [chunk for chunk in futures_chunks if chunk.symbol == "SUSHIUSDT"]
+    agg = AggTradeColumns(**{key: np.concatenate([c.agg_trades.as_dict()[key] for c in chunks])
+                             for key in AggTradeColumns.empty().as_dict()})
+    assert len(agg) > 20
+    kept, dead = AggTradeValidator().validate("SUSHIUSDT", agg, "s")
+    assert dead == [] and len(kept) == len(agg)
+
+    columns = {key: value[:20].copy() for key, value in agg.as_dict().items()}
+    columns["price"][2] = np.nan
+    columns["qty"][3] = -1.0
+    columns["agg_id"][6] = columns["agg_id"][5]
+    columns["agg_id"][9] = columns["agg_id"][0] - 1
+    columns["ts_event"][12] = columns["ts_event"][0] - 1
+    validator = AggTradeValidator()
+    kept, dead = validator.validate("SUSHIUSDT", AggTradeColumns(**columns), "sushi chunk 0")
+    assert _rows(dead) == [(2, "invalid_price"), (3, "invalid_qty"), (6, "duplicate_agg_id"),
+                           (9, "out_of_order"), (12, "out_of_order")]
+    assert len(kept) == 15 and np.all(np.diff(kept.agg_id) > 0)
+    assert dead[2].stage == "validate_agg_trades" and "agg trade" in dead[2].detail
+    assert f'"agg_id": {int(columns["agg_id"][6])}' in dead[2].payload
+    # the state is the last accepted agg id and time, and it pickles
+    validator = pickle.loads(pickle.dumps(validator))
+    again, dead = validator.validate("SUSHIUSDT", AggTradeColumns(**columns), "sushi chunk 1")
+    assert len(again) == 0 and Counter(d.reason for d in dead)["duplicate_agg_id"] >= 1
+
+
+def _marks(mark: list[float], index: list[float], rate: list[float],
+           next_funding: list[int]) -> MarkPriceColumns:
+    count = len(mark)
+    times = np.arange(count, dtype=np.int64) * 1_000_000_000
+    return MarkPriceColumns(times, times, np.array(mark), np.array(index),
+                            np.full(count, np.nan), np.array(rate),
+                            np.array(next_funding, dtype=np.int64))
+
+
+def test_mark_defects_get_reasons_and_delivery_contracts_pass() -> None:
+    nan, inf = float("nan"), float("inf")
+    marks = _marks(
+        mark=[100.0, nan, -1.0, 100.0, 100.0, 100.0, 100.0, 100.0],
+        index=[99.0, 99.0, 99.0, 0.0, inf, 99.0, 99.0, 99.0],
+        rate=[1e-4, 1e-4, 1e-4, 1e-4, 1e-4, nan, inf, nan],
+        next_funding=[10**18, 10**18, 10**18, 10**18, 10**18, 10**18, 10**18, 0],
+    )
+    kept, dead = MarkValidator().validate("BTCUSDT", marks, "m")
+    assert _rows(dead) == [(1, "invalid_mark_price"), (2, "invalid_mark_price"),
+                           (3, "invalid_index_price"), (4, "invalid_index_price"),
+                           (5, "invalid_funding_rate"), (6, "invalid_funding_rate")]
+    assert kept.ts_event.tolist() == [0, 7_000_000_000]  # row 7: delivery, no funding
+    assert dead[0].stage == "validate_marks" and "mark price nan" in dead[0].detail
+    empty, none = MarkValidator().validate("BTCUSDT", MarkPriceColumns.empty(), "m")
+    assert len(empty) == 0 and none == []
+
+
+def test_validate_events_builds_trades_from_agg_trades_without_raw_trades(futures_chunks
+                                                                         ) -> None:
+    states: dict[str, object] = {}
+    for chunk in futures_chunks:
+        state, staged = validate_events(states.get(chunk.symbol), StagedChunk(chunk=chunk))
+        states[chunk.symbol] = state
+        assert staged.dead_letters == ()
+        agg = chunk.agg_trades
+        assert staged.trades is not None
+        assert staged.trades.trade_id.tolist() == agg.agg_id.tolist()
+        np.testing.assert_array_equal(staged.trades.price, agg.price)
+        np.testing.assert_array_equal(staged.trades.side, agg.side)
+        np.testing.assert_array_equal(staged.trades.ts_event, agg.ts_event)
+        if len(agg):
+            assert staged.watermark == int(agg.ts_event[-1])
+    assert sum(len(chunk.agg_trades) for chunk in futures_chunks) == 91
+
+
+def _chunk(sequence: int, trades: TradeColumns, agg: AggTradeColumns,
+           marks: MarkPriceColumns | None = None) -> MarketChunk:
+    return MarketChunk("BTCUSDT", sequence, trades, agg_trades=agg,
+                       marks=marks if marks is not None else MarkPriceColumns.empty())
+
+
+def _agg(ids: list[int], times: list[int]) -> AggTradeColumns:
+    count = len(ids)
+    ints = [np.array(values, np.int64) for values in (times, times, ids, ids, ids)]
+    return AggTradeColumns(*ints, np.full(count, 100.0), np.ones(count), np.ones(count, np.int8))
+
+
+def test_raw_trades_win_from_their_first_chunk_on_and_marks_reach_the_batch() -> None:
+    chunk = _chunk(0, TradeColumns.empty(), _agg([5, 6], [10, 20]))
+    state, staged = validate_events(None, StagedChunk(chunk=chunk))
+    assert staged.trades is not None and staged.trades.trade_id.tolist() == [5, 6]
+    marks = _marks([100.0, float("nan")], [99.0, 99.0], [1e-4, 1e-4], [10**18, 10**18])
+    chunk = _chunk(1, _trades([100, 101], [30, 40]), _agg([7, 8], [30, 40]), marks)
+    state, staged = validate_events(state, StagedChunk(chunk=chunk))
+    assert staged.trades is not None and staged.trades.trade_id.tolist() == [100, 101]
+    assert [d.reason for d in staged.dead_letters] == ["invalid_mark_price"]
+    assert staged.marks is not None and len(staged.marks) == 1
+    _, batch = compute_indicators(None, staged, specs=())
+    assert batch.marks is not None and batch.marks.mark_price.tolist() == [100.0]
+    # raw trades have been seen: agg trades alone no longer make trades
+    chunk = _chunk(2, TradeColumns.empty(), _agg([9, 10], [50, 60]))
+    _, staged = validate_events(state, StagedChunk(chunk=chunk))
+    assert staged.trades is not None and len(staged.trades) == 0
+    assert staged.dead_letters == ()  # the agg trades were still validated, and were fine
+    _, batch = compute_indicators(None, staged, specs=())
+    assert batch.marks is None

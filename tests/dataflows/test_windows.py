@@ -242,3 +242,30 @@ def test_real_book_track_at_bar_close(trades: TradeColumns) -> None:
 def test_benchmark_runs() -> None:
     result = benchmark_fold(50_000, batch_size=7_000)
     assert result["trades"] == 50_000 and result["bars"] > 0
+
+
+@pytest.mark.parametrize("watermark_rule", ["last", "lagging"])
+def test_live_sized_batches_give_identical_bars(trades: TradeColumns, watermark_rule: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live batches hold one to three trades; most change no window and take the quiet path,
+    which must leave exactly the state the full fold would."""
+    quiet_calls = []
+    original = BarFolder._absorb_quietly
+
+    def counting(self: BarFolder, *args: object) -> dict[str, BarColumns]:
+        quiet_calls.append(1)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BarFolder, "_absorb_quietly", counting)
+    head = trades.take(slice(0, 6000))
+    one_shot = fold_in_batches(head, [], watermark_rule)
+    rng = np.random.default_rng(5)
+    cuts = np.cumsum(rng.integers(0, 4, size=len(head))).tolist()
+    cuts = [cut for cut in cuts if 0 < cut < len(head)]
+    outputs = fold_in_batches(head, cuts, watermark_rule)
+    assert len(quiet_calls) > len(cuts) // 2
+    for timeframe in DEFAULT_TIMEFRAMES:
+        got, expected = concat_bars(outputs, timeframe), concat_bars(one_shot, timeframe)
+        for name in BAR_FIELDS:
+            np.testing.assert_array_equal(got[name], expected[name],
+                                          err_msg=f"{timeframe} {name}")

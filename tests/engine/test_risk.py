@@ -458,3 +458,25 @@ def test_state_is_picklable() -> None:
 def test_initial_equity_must_be_valid() -> None:
     with pytest.raises(ValueError, match="initial equity"):
         PortfolioRisk(RiskConfig(), math.nan)
+
+
+# ---------------------------------------------------------------- stale data (live feed alarm)
+
+
+def test_an_entry_on_stale_data_is_rejected_with_its_rule() -> None:
+    from dataclasses import replace
+
+    risk = risk_with()
+    decision = risk.decide(replace(intent(quantity=None), data_stale=True))
+    assert not decision.approved
+    assert decision.rule == "stale_data"
+    assert "stale" in decision.reason and "AAA" in decision.reason
+
+
+def test_an_exit_on_stale_data_still_passes() -> None:
+    from dataclasses import replace
+
+    risk = risk_with(open_position("AAA", 10.0))
+    exit_intent = replace(intent(quantity=10.0, side=-1, reduce_only=True, kind="exit",
+                                 sequence=200), data_stale=True)
+    assert risk.decide(exit_intent).approved

@@ -467,3 +467,20 @@ def test_bar_schedule_orders_closes_longer_timeframe_first() -> None:
     events, _ = schedule.begin(later)
     assert events.end.tolist() == [3]  # two kept bars, then the new one
     assert events.history["1m"]["close"].tolist() == [2.0, 3.0, 4.0]
+
+
+def test_entries_inside_a_stale_stretch_carry_the_flag() -> None:
+    """The feed's stale/fresh events mark entry intents decided in between as stale."""
+    from engine.batches import FeedEvent
+    from engine.config import SimulationConfig
+    from engine.order_flow import OrderFlow
+
+    flow = OrderFlow("BTCUSDT", "test", SimulationConfig())
+    flow.feed_health.observe([FeedEvent("BTCUSDT", 1_000, 990, "stale", "silent"),
+                              FeedEvent("BTCUSDT", 2_000, 1_990, "fresh", "back")])
+    entry_before = flow._intent(999, 1, "entry", None, 100.0)
+    entry_inside = flow._intent(1_500, 1, "entry", None, 100.0)
+    exit_inside = flow._intent(1_500, -1, "exit", 1.0, 100.0)
+    entry_after = flow._intent(2_000, 1, "entry", None, 100.0)
+    assert [entry_before.data_stale, entry_inside.data_stale, exit_inside.data_stale,
+            entry_after.data_stale] == [False, True, False, False]

@@ -20,6 +20,7 @@ from engine.batches import (
 )
 from storage.schemas import TAPE_TABLES
 from storage.tape import TapeError, TapeReader, TapeWriter, capture_to_tape
+from storage.tape_chunks import CONTAINERS
 
 REPO = Path(__file__).resolve().parents[2]
 SPOT = [
@@ -57,7 +58,7 @@ def test_capture_to_tape_round_trip(spot_tape) -> None:
     assert summary["rows"] == {
         "trades": 19_904, "book_deltas": sum(len(c.deltas) for c in parsed),
         "book_snapshots": 2000, "best_bid_ask": 73_174,
-        "agg_trades": 0, "mark_prices": 0, "venue_klines": 0,
+        "agg_trades": 0, "mark_prices": 0, "venue_klines": 0, "feed_events": 0,
     }
     reader = TapeReader(out)
     assert reader.symbols == ["BTCUSDT"]
@@ -265,3 +266,78 @@ def test_a_table_row_of_an_unlisted_symbol_is_refused(tmp_path: Path) -> None:
     (tape / "tape.json").write_text(json.dumps(metadata))
     with pytest.raises(TapeError, match=r"symbols \['ETHUSDT'\] are not listed"):
         list(TapeReader(tape).iter_chunks(10_000, 10**12))
+
+
+def _assert_same_tables(chunks_a: list[MarketChunk], chunks_b: list[MarketChunk]) -> None:
+    """Every tape table (agg trades, marks and venue klines included) holds the same rows."""
+    for attribute, _ in CONTAINERS.values():
+        if attribute == "feed_events":
+            assert [event for chunk in chunks_a for event in chunk.feed_events] == [
+                event for chunk in chunks_b for event in chunk.feed_events]
+            continue
+        left = _concat([getattr(chunk, attribute) for chunk in chunks_a])
+        right = _concat([getattr(chunk, attribute) for chunk in chunks_b])
+        for key in left:
+            assert left[key].dtype == right[key].dtype, (attribute, key)
+            np.testing.assert_array_equal(left[key], right[key], err_msg=f"{attribute}.{key}")
+
+
+@pytest.mark.slow
+def test_usdm_capture_round_trip(tmp_path: Path, usdm_captures: list[Path]) -> None:
+    summary = capture_to_tape(usdm_captures, tmp_path / "usdm")
+    parsed = [chunk for result in parse_capture(usdm_captures) for chunk in result.chunks]
+    assert summary["dead_letter_count"] == 0
+    assert summary["rows"] == {
+        "trades": 21_313, "book_deltas": sum(len(c.deltas) for c in parsed),
+        "book_snapshots": sum(len(c.snapshots) for c in parsed), "best_bid_ask": 66_089,
+        "agg_trades": 0, "mark_prices": 0, "venue_klines": 0, "feed_events": 0,
+    }
+    whole = list(TapeReader(tmp_path / "usdm").iter_chunks(10**9, 2**62))
+    assert len(whole) == 1 and whole[0].symbol == "BTCUSDT"
+    _assert_same_tables(whole, parsed)
+    assert np.all(whole[0].deltas.prev_final_update_id > 0)  # futures pu survives the tape
+
+
+def test_agg_trades_marks_and_klines_round_trip(tmp_path: Path, multi_venue_dir: Path) -> None:
+    """The cryptofeed futures capture (aggTrade, kline_1m, depth, bookTicker, REST snapshots)
+    plus mark price frames, as a raw capture, through `capture_to_tape` and back."""
+    from tests.dataflows.test_binance_captures import cryptofeed_frames
+
+    frames = cryptofeed_frames(multi_venue_dir / "BINANCE_FUTURES.ws.1.0",
+                               multi_venue_dir / "BINANCE_FUTURES.http.0.0")
+    mark = {"e": "markPriceUpdate", "E": 1626992742000, "s": "SUSHIUSDT", "p": "7.6115",
+            "i": "7.6091", "r": "0.00010000", "T": 1627027200000}
+    frames += [(frames[-1][0] + step, json.dumps({"stream": "!markPrice@arr@1s", "data": [
+        {**mark, "E": mark["E"] + step * 1000}, {**mark, "s": "CTKUSDT", "P": "1.0101"}]}).encode())
+        for step in range(1, 4)]
+    capture = tmp_path / "futures.capture"
+    capture.write_bytes(b"".join(b"%d %s\n" % (recv, raw) for recv, raw in frames))
+    summary = capture_to_tape([capture], tmp_path / "tape")
+    assert summary["dead_letter_count"] == 0
+    assert {name: summary["rows"][name] for name in ("agg_trades", "mark_prices",
+                                                     "venue_klines")} == {
+        "agg_trades": 91, "mark_prices": 6, "venue_klines": 67}
+    parsed = [chunk for result in parse_capture([capture]) for chunk in result.chunks]
+    reader = TapeReader(tmp_path / "tape")
+    assert sorted(reader.symbols) == ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
+    for symbol in reader.symbols:
+        back = list(reader.iter_chunks(10**9, 2**62, symbols=[symbol]))
+        _assert_same_tables(back, [chunk for chunk in parsed if chunk.symbol == symbol])
+    marks = next(reader.iter_chunks(10**9, 2**62, symbols=["CTKUSDT"])).marks
+    assert marks.estimated_settle_price.tolist() == [1.0101] * 3
+    sushi = next(reader.iter_chunks(10**9, 2**62, symbols=["SUSHIUSDT"])).marks
+    assert np.isnan(sushi.estimated_settle_price).all()  # not sent: NaN survives Parquet
+
+
+def test_feed_events_round_trip_through_the_tape(tmp_path: Path) -> None:
+    """A live recording's stale/fresh events stay on its tape, so a replay blocks the same
+    entries the live run blocked."""
+    from engine.batches import FeedEvent, TradeColumns
+    from storage.tape import TapeWriter
+
+    events = (FeedEvent("BTCUSDT", 10, 9, "stale", "no data for 30.0 s"),
+              FeedEvent("BTCUSDT", 20, 19, "fresh", "data flows again"))
+    with TapeWriter(tmp_path / "feed") as writer:
+        writer.write_chunk(MarketChunk("BTCUSDT", 0, TradeColumns.empty(), feed_events=events))
+    chunks = list(TapeReader(tmp_path / "feed").iter_chunks(1000, 10**12))
+    assert tuple(event for chunk in chunks for event in chunk.feed_events) == events

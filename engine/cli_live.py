@@ -1,0 +1,150 @@
+"""`ats live --paper` and `ats record`: the live feed through the pipeline, or to disk.
+
+Both run until Ctrl-C (or `--duration`), then stop cleanly: the frames already received are
+parsed, the journal or the recording is flushed and finalized. A second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from engine.config import LiveConfig, RunConfig, load_config
+
+
+def _symbols(text: str) -> list[str]:
+    symbols = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if not symbols:
+        raise ValueError(f"--symbols {text!r} names no symbol; give e.g. BTCUSDT,ETHUSDT")
+    return symbols
+
+
+def live_config(args: argparse.Namespace) -> RunConfig:
+    """The run config with the command line's venue and URL overrides, validated again."""
+    config = load_config(args.config) if args.config else RunConfig()
+    overrides = {key: value for key, value in (
+        ("venue", args.venue), ("ws_url", args.ws_url), ("rest_url", args.rest_url),
+        ("stale_after_s", args.stale_after_s)) if value is not None}
+    live = LiveConfig.model_validate({**config.live.model_dump(), **overrides})
+    return config.model_copy(update={"live": live})
+
+
+def _stop_on_signals(stop: threading.Event, duration_s: float | None) -> None:
+    """First Ctrl-C (or SIGTERM, or the duration) asks for a clean stop; the second aborts."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nats: stopping: draining received frames and closing the journal "
+              "(Ctrl-C again to abort)", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if duration_s is not None:
+        timer = threading.Timer(duration_s, stop.set)
+        timer.daemon = True
+        timer.start()
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from engine.cli import print_summary
+    from engine.runtime import run_live
+
+    if not args.paper:
+        raise ValueError("live order execution is not available yet; run `ats live --paper`")
+    config = live_config(args)
+    stop = threading.Event()
+    _stop_on_signals(stop, args.duration)
+    symbols = _symbols(args.symbols)
+    print(f"ats live --paper: {', '.join(symbols)} on {config.live.venue} "
+          f"({config.live.websocket_base}); Ctrl-C stops", file=sys.stderr)
+    result = run_live(
+        symbols, config, Path(args.journal) if args.journal else None, stop=stop,
+        record_to=Path(args.record) if args.record else None,
+        dashboard=args.dashboard, metrics_port=args.metrics_port, ray_address=args.ray_address,
+    )
+    print_summary(result.summary)
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from dataflows.binance import BinanceParser
+    from dataflows.live.feed import BinanceFeed
+    from storage.recorder import Recorder, RecorderConfig
+
+    config = live_config(args)
+    symbols = _symbols(args.symbols)
+    stop = threading.Event()
+    _stop_on_signals(stop, args.duration)
+    recorder_config = RecorderConfig(
+        out_dir=Path(args.out), venue=config.live.venue, symbols=tuple(symbols),
+        rotate_bytes=int(args.rotate_mb * 2**20), rotate_seconds=args.rotate_minutes * 60.0,
+    )
+    feed = BinanceFeed(config.live, symbols)
+    frames = 0
+    print(f"ats record: {', '.join(symbols)} on {config.live.venue} into {args.out}; "
+          "Ctrl-C stops", file=sys.stderr)
+    with Recorder(recorder_config, BinanceParser) as recorder:
+        feed.start()
+        try:
+            while not stop.is_set() or feed.buffer.pending:
+                if not feed.buffer.wait(1.0):
+                    recorder.flush()  # a quiet feed: keep what is written readable
+                    continue
+                times, batch = feed.buffer.drain(config.live.max_frames_per_batch)
+                recorder.write_many(times, batch)
+                frames += len(batch)
+                if stop.is_set() and not feed.buffer.pending:
+                    break
+        finally:
+            feed.stop()
+            times, batch = feed.buffer.drain(10**9)
+            if batch:
+                recorder.write_many(times, batch)
+                frames += len(batch)
+    summary: dict[str, Any] = {"recorded_frames": frames, "out": args.out,
+                               **{f"feed_{key}": value for key, value in feed.stats.items()}}
+    for key, value in summary.items():
+        print(f"  {key:<20} {value}")
+    return 0
+
+
+def _add_feed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--venue", choices=("binance", "binance-usdm"), default=None,
+                        help="default: the config's live.venue (binance)")
+    parser.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    parser.add_argument("--config", metavar="PATH", help="run config YAML (its `live:` section)")
+    parser.add_argument("--ws-url", default=None, help="websocket base URL (e.g. a loopback "
+                        "`ats serve`); default: the venue's")
+    parser.add_argument("--rest-url", default=None, help="REST base URL; default: the venue's")
+    parser.add_argument("--stale-after-s", type=float, default=None,
+                        help="stale-data alarm (default 30 s)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop by itself after S seconds")
+
+
+def add_live_commands(commands: Any) -> None:
+    """Register `live` and `record` on the `ats` sub-command parser."""
+    live = commands.add_parser("live", help="paper trading on the live feed")
+    live.add_argument("--paper", action="store_true", help="paper fills (required for now)")
+    _add_feed_options(live)
+    live.add_argument("--journal", metavar="PATH", help="DuckDB journal to create")
+    live.add_argument("--record", metavar="DIR", help="also record every frame into DIR")
+    live.add_argument("--metrics-port", type=int, default=None)
+    live.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    live.add_argument("--ray-address", default=None, help="join a running Ray cluster")
+    live.set_defaults(handler=_cmd_live)
+
+    record = commands.add_parser("record", help="record a live feed: raw capture + tape")
+    _add_feed_options(record)
+    record.add_argument("--out", required=True, metavar="DIR")
+    record.add_argument("--rotate-mb", type=float, default=256.0,
+                        help="start a new segment after this much raw text")
+    record.add_argument("--rotate-minutes", type=float, default=60.0,
+                        help="start a new segment after this much receive time")
+    record.set_defaults(handler=_cmd_record)
