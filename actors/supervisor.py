@@ -12,6 +12,7 @@ Calls in flight are bounded: the sink blocks while too many batches are queued.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from actors.risk_actor import PortfolioRiskActor
 from actors.symbol_actor import SymbolActor
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.feature_merge import merge_batches
 from engine.latency import LatencyRecorder, receive_times
 from engine.metrics import RunMetrics
 from engine.symbol_engine import StepResult
@@ -88,6 +90,24 @@ class Supervisor:
         self._closed = False
         self.step_calls = 0
         self.pauses = 0  # steps that stopped at the horizon and were resumed later
+        # Live mode: the dataflow's thread only puts batches in `_inbox`; a dispatcher thread
+        # owns the symbol states, sends steps and absorbs results as they complete, so the
+        # dataflow never waits on Ray (only when `max_batches_in_flight` are waiting).
+        self._inbox: deque[tuple[_SymbolState, Any, float]] = deque()
+        self._room = threading.Condition()
+        self._collector: threading.Thread | None = None
+        self._collector_stop = threading.Event()
+        self._work = threading.Event()  # set when a batch is handed over
+        self._collector_error: BaseException | None = None
+        if live:
+            self._collector = threading.Thread(target=self._collect_forever,
+                                               name="ats-supervisor-collector", daemon=True)
+            self._collector.start()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until every actor has started (live mode: before the feed opens)."""
+        actors = [state.actor for state in self._symbols.values()] + [self.risk, self.journal]
+        ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=timeout_s)
 
     # ------------------------------------------------------------------ input from the dataflow
 
@@ -104,13 +124,15 @@ class Supervisor:
                     self.metrics.receive_to_feature.observe(seconds)
             if self.latency is not None:
                 self.latency.features(received)
+        if self.live:
+            self._enqueue_live(state, batch)
+            return
         state.queue.append((batch, time.perf_counter()))
         self._pump(block_for_room=True)
-        if self.live:  # decide now: nothing else would collect the result until the next batch
-            self._drain()
 
     def on_journal_rows(self, rows_by_table: Mapping[str, list[dict[str, Any]]]) -> None:
         """Rows produced in the dataflow (dead letters, book events) go straight to the writer."""
+
         self.metrics.add("dead_letters", len(rows_by_table.get("dead_letters", ())))
         resyncs = [row for row in rows_by_table.get("book_events", ())
                    if row.get("kind") == "resync_requested"]
@@ -137,7 +159,12 @@ class Supervisor:
         return horizon
 
     def _dependencies(self) -> tuple[Any, ...]:
-        return () if self._last_submit is None else (self._last_submit,)
+        """Replay orders each step after the latest risk submit; live decides in arrival order
+        and the risk actor applies what it has (approved orders are reserved before they fill),
+        so a live step never waits for another actor's call."""
+        if self.live or self._last_submit is None:
+            return ()
+        return (self._last_submit,)
 
     def _dispatch_ready(self) -> None:
         for symbol, state in self._symbols.items():
@@ -163,17 +190,81 @@ class Supervisor:
                 state.running = state.actor.step.remote(item, horizon, *self._dependencies())
             self.step_calls += 1
 
+    # ------------------------------------------------------------------ live mode
+
+    def _enqueue_live(self, state: _SymbolState, batch: FeatureBatch) -> None:
+        """Hand the batch to the dispatcher; wait only while too many batches are waiting."""
+        self._check_collector()
+        self._inbox.append((state, batch, time.perf_counter()))
+        self._work.set()
+        limit = self.config.replay.max_batches_in_flight
+        if len(self._inbox) + self._queued() >= limit:
+            with self._room:
+                while len(self._inbox) + self._queued() >= limit:
+                    self._room.wait(0.05)
+                    self._check_collector()
+
+    def _take_inbox(self) -> None:
+        """Move handed-over batches to their symbol; batches still waiting behind a busy
+        symbol's step are merged into one (live batches are small and frequent)."""
+        while self._inbox:
+            state, batch, queued_at = self._inbox.popleft()
+            if state.queue and state.running is not None:
+                previous, first_queued_at = state.queue[-1]
+                if isinstance(previous, FeatureBatch):
+                    state.queue[-1] = (merge_batches([previous, batch]), first_queued_at)
+                    continue
+            state.queue.append((batch, queued_at))
+
+    def _collect_forever(self) -> None:
+        """The dispatcher: moves batches from the inbox to their symbol, sends each symbol's
+        next step as soon as its previous one is done, absorbs results as they complete."""
+        try:
+            while not self._collector_stop.is_set():
+                self._take_inbox()
+                self._dispatch_ready()
+                refs = [st.running for st in self._symbols.values() if st.running is not None]
+                if not refs:
+                    self._work.wait(0.05)
+                    self._work.clear()
+                    continue
+                done, _ = ray.wait(refs, num_returns=1, timeout=0.002)
+                if done:
+                    self._absorb_refs(done)
+                    with self._room:
+                        self._room.notify_all()
+        except BaseException as error:  # surfaced to the dataflow's thread, which stops the run
+            self._collector_error = error
+            with self._room:
+                self._room.notify_all()
+
+    def _check_collector(self) -> None:
+        if self._collector_error is not None:
+            raise RuntimeError("a symbol actor step failed") from self._collector_error
+
+    def _stop_collector(self) -> None:
+        if self._collector is not None:
+            self._collector_stop.set()
+            self._work.set()
+            self._collector.join(30)
+            self._collector = None
+
+    # ------------------------------------------------------------------ results
+
     def _collect(self, timeout: float | None) -> bool:
         refs = [state.running for state in self._symbols.values() if state.running is not None]
         if not refs:
             return False
         done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        self._absorb_refs(done)
+        return bool(done)
+
+    def _absorb_refs(self, done: list[Any]) -> None:
         for ref in done:
             symbol, state = next((s, st) for s, st in self._symbols.items() if st.running == ref)
             result: StepResult = ray.get(ref)
             state.running = None
             self._absorb(symbol, state, result)
-        return bool(done)
 
     def _absorb(self, symbol: str, state: _SymbolState, result: StepResult) -> None:
         if result.updates:
@@ -194,13 +285,6 @@ class Supervisor:
         state.watermark = max(state.watermark, result.watermark)
         if state.finishing and not result.paused:
             state.finished = True
-
-    def _drain(self) -> None:
-        """Dispatch and collect until no batch is queued or in flight."""
-        while True:
-            self._dispatch_ready()
-            if not self._collect(timeout=None):
-                return
 
     def _queued(self) -> int:
         return sum(len(state.queue) for state in self._symbols.values())
@@ -223,6 +307,9 @@ class Supervisor:
         if self._closed:
             raise RuntimeError("supervisor already closed")
         self._closed = True
+        self._stop_collector()
+        self._check_collector()
+        self._take_inbox()
         for state in self._symbols.values():
             state.queue.append((_FINISH, time.perf_counter()))
         while not all(state.finished for state in self._symbols.values()):
@@ -241,6 +328,7 @@ class Supervisor:
         """After a failure: keep what the journal already has (flush and close it), then stop
         every actor. Never raises, so the original error is what the caller sees."""
         self._closed = True
+        self._stop_collector()
         try:
             ray.get(self.journal.close.remote(), timeout=timeout_s)
         except Exception:  # best effort on the failure path

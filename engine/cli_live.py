@@ -27,9 +27,10 @@ def _symbols(text: str) -> list[str]:
 def live_config(args: argparse.Namespace) -> RunConfig:
     """The run config with the command line's venue and URL overrides, validated again."""
     config = load_config(args.config) if args.config else RunConfig()
+    streams = tuple(part.strip() for part in args.streams.split(",")) if args.streams else None
     overrides = {key: value for key, value in (
         ("venue", args.venue), ("ws_url", args.ws_url), ("rest_url", args.rest_url),
-        ("stale_after_s", args.stale_after_s)) if value is not None}
+        ("stale_after_s", args.stale_after_s), ("streams", streams)) if value is not None}
     live = LiveConfig.model_validate({**config.live.model_dump(), **overrides})
     return config.model_copy(update={"live": live})
 
@@ -122,6 +123,8 @@ def _add_feed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ws-url", default=None, help="websocket base URL (e.g. a loopback "
                         "`ats serve`); default: the venue's")
     parser.add_argument("--rest-url", default=None, help="REST base URL; default: the venue's")
+    parser.add_argument("--streams", default=None, help="per-symbol streams, e.g. "
+                        "trade,depth@0ms,bookTicker; default: the venue's (config live.streams)")
     parser.add_argument("--stale-after-s", type=float, default=None,
                         help="stale-data alarm (default 30 s)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",

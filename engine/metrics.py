@@ -6,6 +6,7 @@ coordinator adds them here, so one endpoint shows the whole run without per-even
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -57,12 +58,14 @@ class RunMetrics:
             registry=self.registry,
         )
         self.totals: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self._lock = threading.Lock()
 
     def add(self, name: str, amount: int) -> None:
         if amount <= 0:
             return
         self.counters[name].inc(amount)
-        self.totals[name] += amount
+        with self._lock:  # live runs count from two threads
+            self.totals[name] += amount
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (0 picks a free one)."""

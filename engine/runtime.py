@@ -199,8 +199,12 @@ class _Pipeline:
     step_calls: int = 0
     pauses: int = 0
 
-    def run(self, source: Any, workers: int, on_resync: Any = None) -> dict[str, Any]:
-        """Run the dataflow to its end; close the actors (abort them on failure)."""
+    def run(self, source: Any, workers: int, on_resync: Any = None,
+            before_run: Any = None) -> dict[str, Any]:
+        """Run the dataflow to its end; close the actors (abort them on failure).
+
+        `before_run` is called once the flow is built and the actors exist, right before the
+        dataflow starts (live mode opens its feed there, so no frame waits for start-up)."""
         from bytewax.run import cli_main
 
         from actors.supervisor import Supervisor
@@ -218,6 +222,9 @@ class _Pipeline:
             depth_levels=self.config.replay.depth_levels,
         )
         try:
+            supervisor.wait_ready()
+            if before_run is not None:
+                before_run()
             cli_main(flow, workers_per_process=workers)
             closing = supervisor.close()
         except BaseException:
@@ -357,10 +364,10 @@ def run_live(
     counted = _FrameCounter(pipeline.metrics, feed, recorder, frame_observer)
     source = LiveSource(feed.buffer, wanted, stop, max_frames=config.live.max_frames_per_batch,
                         on_frames=counted, source_name=f"live:{config.live.venue}")
-    feed.start()
     span_start = time.perf_counter()
     try:
-        closing = pipeline.run(source, 1, on_resync=feed.request_snapshot)
+        closing = pipeline.run(source, 1, on_resync=feed.request_snapshot,
+                               before_run=feed.start)
     finally:
         feed.stop()
         if recorder is not None:
@@ -386,7 +393,7 @@ class _FrameCounter:
         self._metrics.add("live_frames", len(frames))
         self._metrics.feed_pending.set(self._feed.buffer.pending)
         if self._recorder is not None:
-            self._recorder.write_many(times, frames)
+            self._recorder(times, frames)
         if self._observer is not None:
             self._observer(times, frames)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -72,8 +73,10 @@ def run_serve(args: argparse.Namespace) -> int:
               flush=True)
         print(f"REST       {server.rest_url}{prefix}/depth?symbol={server.loaded.symbols[0]}",
               flush=True)
-        print(f"live run   ats live --paper --venue {venue} --ws-url {server.ws_url}"
-              f" --rest-url {server.rest_url}", flush=True)
+        symbols = ",".join(server.loaded.symbols)
+        kinds = ",".join(dict.fromkeys(stream.partition("@")[2] for stream in server.streams))
+        print(f"live run   ats live --paper --venue {venue} --symbols {symbols} --streams "
+              f"{kinds} --ws-url {server.ws_url} --rest-url {server.rest_url}", flush=True)
         for problem in server.problems[:5]:
             print(f"capture    {problem}", file=sys.stderr)
         server.start(wait_for_subscriber=not args.start_now)
@@ -82,7 +85,9 @@ def run_serve(args: argparse.Namespace) -> int:
         announced = False
         try:
             while True:
-                if server.finished.wait(0.5) and not announced:
+                if announced:
+                    time.sleep(0.5)  # finished: wait for Ctrl-C without spinning
+                elif server.finished.wait(0.5):
                     announced = True
                     server.wait_finished(0)
                     print("timeline   finished; REST still answers; Ctrl-C to stop", flush=True)

@@ -31,7 +31,7 @@ def test_ats_serve_streams_the_capture_and_stops_cleanly_on_ctrl_c(
         ws_url = re.search(r"ws://127\.0\.0\.1:\d+", lines[0])
         rest_url = re.search(r"http://127\.0\.0\.1:\d+", lines[1])
         assert ws_url and rest_url, lines
-        assert "ats live --paper --venue binance --ws-url" in lines[2]
+        assert "ats live --paper --venue binance --symbols BTCUSDT --streams" in lines[2]
         assert "starts when the first client subscribes" in lines[3]
 
         async def first_trades() -> list[dict[str, object]]:

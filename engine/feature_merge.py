@@ -1,0 +1,91 @@
+"""Several consecutive feature batches of one symbol as one.
+
+Live mode makes a batch of whatever arrived since the last poll, often every millisecond; when
+a symbol's actor is still busy with the previous step, the batches that queued meanwhile are
+sent as one step. The engine processes a batch in event-time order (trades, bar closes, feed
+events), so one merged batch is processed as the same batches one after another would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.batches import (
+    BarColumns,
+    DepthSamples,
+    FeatureBatch,
+    MarkPriceColumns,
+    QuoteColumns,
+    TradeColumns,
+)
+
+
+def _concat_columns(parts: Sequence[Any], kind: Any) -> Any:
+    present = [part for part in parts if part is not None and len(part)]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    keys = present[0].as_dict().keys()
+    return kind(**{key: np.concatenate([part.as_dict()[key] for part in present])
+                   for key in keys})
+
+
+def _concat_bars(batches: Sequence[FeatureBatch]) -> dict[str, BarColumns]:
+    merged: dict[str, BarColumns] = {}
+    for timeframe in dict.fromkeys(tf for batch in batches for tf in batch.bars):
+        frames = [batch.bars[timeframe] for batch in batches if timeframe in batch.bars]
+        filled = [frame for frame in frames if len(frame)] or frames[:1]
+        if len(filled) == 1:
+            merged[timeframe] = filled[0]
+            continue
+        names = filled[0].columns.keys()
+        merged[timeframe] = BarColumns(timeframe, {
+            name: np.concatenate([frame.columns[name] for frame in filled]) for name in names})
+    return merged
+
+
+def _concat_depth(parts: Sequence[DepthSamples | None]) -> DepthSamples | None:
+    present = [part for part in parts if part is not None and len(part)]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return DepthSamples(*(np.concatenate([getattr(part, name) for part in present])
+                          for name in ("ts_event", "bid_price", "bid_qty", "ask_price",
+                                       "ask_qty")))
+
+
+def merge_batches(batches: Sequence[FeatureBatch]) -> FeatureBatch:
+    """One batch holding `batches` (consecutive, one symbol) in order.
+
+    >>> from engine.batches import TradeColumns
+    >>> first = FeatureBatch("BTCUSDT", 4, 10, TradeColumns.empty(), {})
+    >>> second = FeatureBatch("BTCUSDT", 5, 20, TradeColumns.empty(), {})
+    >>> merged = merge_batches([first, second])
+    >>> merged.sequence, merged.watermark
+    (5, 20)
+    """
+    if not batches:
+        raise ValueError("merge_batches needs at least one batch")
+    if len(batches) == 1:
+        return batches[0]
+    symbols = {batch.symbol for batch in batches}
+    if len(symbols) != 1:
+        raise ValueError(f"merge_batches: batches of several symbols {sorted(symbols)}")
+    last = batches[-1]
+    trades = _concat_columns([batch.trades for batch in batches], TradeColumns)
+    return FeatureBatch(
+        symbol=last.symbol,
+        sequence=last.sequence,
+        watermark=max(batch.watermark for batch in batches),
+        trades=trades if trades is not None else TradeColumns.empty(),
+        bars=_concat_bars(batches),
+        quotes=_concat_columns([batch.quotes for batch in batches], QuoteColumns),
+        marks=_concat_columns([batch.marks for batch in batches], MarkPriceColumns),
+        depth=_concat_depth([batch.depth for batch in batches]),
+        book_events=tuple(event for batch in batches for event in batch.book_events),
+        feed_events=tuple(event for batch in batches for event in batch.feed_events),
+        end_of_stream=any(batch.end_of_stream for batch in batches),
+    )
