@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from dataflows.binance import BinanceParser, read_capture
+from dataflows.venues import parse_captures
 from engine.batches import DeadLetter, MarketChunk, TradeColumns
 from storage.tape import TapeReader
 
@@ -26,7 +26,7 @@ def _noop(_events: int) -> None:
     return None
 
 
-def _events_in(chunk: MarketChunk) -> int:
+def events_in(chunk: MarketChunk) -> int:
     """Events as the venue sent them: trades, agg trades, quotes, marks, klines, depth updates
     and snapshots (a depth update or snapshot spans many level rows), and feed events."""
     depth_updates = len(np.unique(chunk.deltas.final_update_id)) if len(chunk.deltas) else 0
@@ -52,7 +52,7 @@ class _IteratorPartition(StatefulSourcePartition[MarketChunk, int]):
     def next_batch(self) -> list[MarketChunk]:
         chunk = next(self._chunks)  # StopIteration ends the partition
         self._emitted += 1
-        self._progress(_events_in(chunk))
+        self._progress(events_in(chunk))
         return [chunk]
 
     def snapshot(self) -> int:
@@ -89,25 +89,23 @@ class TapeSource(FixedPartitionedSource[MarketChunk, int]):
 
 
 def capture_chunks(
-    paths: list[Path], chunk_lines: int, symbol_hint: str | None = None
+    paths: list[Path], chunk_lines: int, symbol_hint: str | None = None,
+    venue: str | None = None,
 ) -> Iterator[MarketChunk]:
     """Parse raw captures in order into per-symbol chunks; the last chunk of each symbol is
     marked end_of_stream. Lines no symbol can claim ride along as dead letters of the next chunk.
+    `venue` picks the parser (default: Binance, or a cryptofeed file's own venue).
     """
-    parser = BinanceParser(symbol_hint=symbol_hint)
     orphans: list[DeadLetter] = []
     sequences: dict[str, int] = {}
-    for path in paths:
-        for lines, read_letters in read_capture(path, chunk_lines=chunk_lines):
-            orphans.extend(read_letters)
-            chunks, parse_letters = parser.parse_lines(lines, source_name=path.name)
-            orphans.extend(parse_letters)
-            for chunk in chunks:
-                sequences[chunk.symbol] = chunk.sequence + 1
-                if orphans:
-                    chunk = replace(chunk, dead_letters=chunk.dead_letters + tuple(orphans))
-                    orphans = []
-                yield chunk
+    for chunks, letters in parse_captures(paths, venue, symbol_hint, chunk_lines):
+        orphans.extend(letters)
+        for chunk in chunks:
+            sequences[chunk.symbol] = chunk.sequence + 1
+            if orphans:
+                chunk = replace(chunk, dead_letters=chunk.dead_letters + tuple(orphans))
+                orphans = []
+            yield chunk
     if not sequences:
         raise ValueError(
             f"no market data for any symbol in {', '.join(path.name for path in paths)}"
@@ -124,7 +122,8 @@ def capture_chunks(
 
 
 class CaptureSource(FixedPartitionedSource[MarketChunk, int]):
-    """Raw `<receive ns> <frame>` captures, replayed through the live parser."""
+    """Raw captures (the project's `<receive ns> <frame>` or cryptofeed's), replayed through the
+    venue's live parser."""
 
     def __init__(
         self,
@@ -132,11 +131,13 @@ class CaptureSource(FixedPartitionedSource[MarketChunk, int]):
         chunk_lines: int,
         symbol_hint: str | None = None,
         progress: ProgressCallback | None = None,
+        venue: str | None = None,
     ) -> None:
         self._paths = paths
         self._chunk_lines = chunk_lines
         self._symbol_hint = symbol_hint
         self._progress = progress or _noop
+        self._venue = venue
 
     def list_parts(self) -> list[str]:
         return ["capture"]
@@ -144,5 +145,5 @@ class CaptureSource(FixedPartitionedSource[MarketChunk, int]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _IteratorPartition:
-        chunks = capture_chunks(self._paths, self._chunk_lines, self._symbol_hint)
+        chunks = capture_chunks(self._paths, self._chunk_lines, self._symbol_hint, self._venue)
         return _IteratorPartition(chunks, resume_state, self._progress)

@@ -114,3 +114,32 @@ def capture_reader(path: str | Path) -> CaptureReader:
                 f"line ('<unix time>: <frame>', '<url> <-> <unix time>'): {line[:60]!r}"
             )
     raise ValueError(f"{path}: no non-blank line in its first {_SNIFF_LINES} lines")
+
+
+def venue_of(path: str | Path, venue: str | None = None) -> str:
+    """The venue to parse `path` with: `venue` if given, else a cryptofeed file's own venue,
+    else Binance (the project's own captures)."""
+    if venue is not None:
+        make_parser(venue)  # ValueError naming the allowed venues
+        return venue.lower()
+    return cryptofeed_venue(path) or "binance"
+
+
+def parse_captures(
+    paths: list[Path], venue: str | None = None, symbol_hint: str | None = None,
+    chunk_lines: int = 20_000,
+) -> Iterator[tuple[list[MarketChunk], list[DeadLetter]]]:
+    """Read and parse capture files in order as one stream per venue: (chunks, dead letters of
+    the reader and of lines no symbol claims) per chunk of lines. The files share one parser
+    (the stream's state carries over, as in `dataflows.binance.parse_capture`); they must all
+    be of one venue."""
+    venues = {venue_of(path, venue) for path in paths}
+    if len(venues) > 1:
+        raise ValueError(f"captures of several venues ({', '.join(sorted(venues))}) cannot be "
+                         "one stream: symbols are named alike across venues; replay them apart")
+    parser = make_parser(venues.pop(), symbol_hint) if paths else None
+    for path in paths:
+        assert parser is not None
+        for lines, read_letters in capture_reader(path)(path, chunk_lines):
+            parsed = parser.parse_lines(lines, source_name=path.name)
+            yield parsed.chunks, read_letters + parsed.dead_letters

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+VENUE_CHOICES = ("binance", "binance-usdm", "coinbase", "okx", "kraken")
 SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
     ("events", "events"),
     ("bars", "bars"),
@@ -60,6 +61,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         dashboard=args.dashboard,
         metrics_port=args.metrics_port,
         ray_address=args.ray_address,
+        venue=args.venue,
     )
     print_summary(result.summary, result.timings)
     return 0
@@ -79,7 +81,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_import_capture(args: argparse.Namespace) -> int:
     from storage.tape import capture_to_tape
 
-    summary = capture_to_tape([Path(path) for path in args.capture], Path(args.out), args.symbol)
+    summary = capture_to_tape([Path(path) for path in args.capture], Path(args.out), args.symbol,
+                              venue=args.venue)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -168,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--journal", metavar="PATH", help="DuckDB journal to create")
     replay.add_argument("--workers", type=int, default=None, help="Bytewax worker threads")
     replay.add_argument("--symbol", default=None, help="symbol for frames that name none")
+    replay.add_argument("--venue", default=None, choices=VENUE_CHOICES,
+                        help="parser of raw captures (default: binance, or the venue in a "
+                             "cryptofeed capture's file name)")
     replay.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus /metrics on this port (0: any free port)")
     replay.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
@@ -195,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("capture", nargs="+", metavar="FILE")
     capture.add_argument("--out", required=True, metavar="TAPE")
     capture.add_argument("--symbol", default=None)
+    capture.add_argument("--venue", default=None, choices=VENUE_CHOICES,
+                         help="default: binance, or the venue in a cryptofeed file's name")
     capture.set_defaults(handler=_cmd_import_capture)
 
     klines = importer.add_parser("klines", help="1-minute kline CSV to a Parquet bars table")

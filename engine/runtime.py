@@ -52,10 +52,13 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None) -> ReplayInput:
+def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None,
+                  venue: str | None = None) -> ReplayInput:
     """Decide whether `paths` is a tape or captures, and list its symbols up front (the
-    supervisor must know every symbol before any risk decision)."""
+    supervisor must know every symbol before any risk decision). Captures of venues other than
+    Binance are listed by parsing them (their frames name symbols in venue-specific ways)."""
     from dataflows.capture_scan import scan_capture_symbols
+    from dataflows.venues import parse_captures, venue_of
     from storage.tape import TapeReader
 
     chosen = [Path(path) for path in (paths or list(SAMPLE_CAPTURES))]
@@ -74,6 +77,13 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None) -> R
         return ReplayInput("tape", (chosen[0],), tuple(reader.symbols), total or None)
     symbols: set[str] = set()
     lines = 0
+    if any(venue_of(path, venue) != "binance" for path in chosen):
+        for chunks, _letters in parse_captures(chosen, venue, symbol_hint):
+            symbols |= {chunk.symbol for chunk in chunks}
+            lines += sum(_events(chunk) for chunk in chunks)
+        if not symbols:
+            raise ValueError(f"no symbol found in capture files: {', '.join(map(str, chosen))}")
+        return ReplayInput("capture", tuple(chosen), tuple(sorted(symbols)), lines)
     for path in chosen:
         found, count = scan_capture_symbols(path)
         symbols |= found
@@ -83,6 +93,12 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None) -> R
     if not symbols:
         raise ValueError(f"no symbol found in capture files: {', '.join(map(str, chosen))}")
     return ReplayInput("capture", tuple(chosen), tuple(sorted(symbols)), lines)
+
+
+def _events(chunk: Any) -> int:
+    from dataflows.sources import events_in
+
+    return events_in(chunk)
 
 
 def _recording_segments(path: Path) -> list[Path]:
@@ -299,13 +315,15 @@ def run_replay(
     dashboard: bool = False,
     metrics_port: int | None = None,
     ray_address: str | None = None,
+    venue: str | None = None,
 ) -> RunResult:
-    """Replay a tape or raw captures through features, actors and journal; return the summary."""
+    """Replay a tape or raw captures through features, actors and journal; return the summary.
+    `venue` picks the parser of raw captures (default: Binance, or a cryptofeed file's own)."""
     from dataflows.sources import CaptureSource, TapeSource
 
     config = _resolve_config(config, SAMPLE_CONFIG if input_paths is None else None)
     workers = workers or config.replay.workers
-    replay_input = resolve_input(input_paths, symbol_hint)
+    replay_input = resolve_input(input_paths, symbol_hint, venue)
     input_hash = data_hash(replay_input)
     started_at = datetime.now(UTC)
     pipeline = _start(config, "replay", replay_input.symbols, journal_path, dashboard,
@@ -320,7 +338,7 @@ def run_replay(
         )
     else:
         source = CaptureSource(
-            list(replay_input.paths), CAPTURE_CHUNK_LINES, symbol_hint, tracker
+            list(replay_input.paths), CAPTURE_CHUNK_LINES, symbol_hint, tracker, venue
         )
     try:
         closing = pipeline.run(source, workers)

@@ -345,13 +345,16 @@ def capture_to_tape(
     symbol_hint: str | None = None,
     *,
     overwrite: bool = False,
+    venue: str | None = None,
 ) -> dict[str, Any]:
-    """Parse raw Binance capture files (in order, as one stream) into a tape at `out`.
+    """Parse raw capture files (in order, as one stream) into a tape at `out`: the project's
+    Binance captures, or cryptofeed captures of Binance, Coinbase, OKX or Kraken (`venue`, or
+    the venue in a cryptofeed file's name).
 
     Dead letters are not written into the tape: they are returned in the summary (list under
     "dead_letters", counts by reason under "dead_letter_reasons").
     """
-    from dataflows.binance import parse_capture  # storage stays importable without dataflows
+    from dataflows.venues import parse_captures  # storage stays importable without dataflows
 
     dead_letters: list[DeadLetter] = []
     names = [Path(path).name for path in capture_paths]
@@ -362,9 +365,10 @@ def capture_to_tape(
         extra_metadata={"capture_files": names, "symbol_hint": symbol_hint},
         overwrite=overwrite,
     ) as writer:
-        for result in parse_capture(capture_paths, symbol_hint=symbol_hint):
-            dead_letters.extend(result.dead_letters)
-            for chunk in result.chunks:
+        paths = [Path(path) for path in capture_paths]
+        for chunks, letters in parse_captures(paths, venue, symbol_hint):
+            dead_letters.extend(letters)
+            for chunk in chunks:
                 dead_letters.extend(chunk.dead_letters)
                 writer.write_chunk(chunk)
         writer.extra_metadata["dead_letters"] = len(dead_letters)
