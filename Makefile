@@ -29,6 +29,7 @@ $(BENCH_TAPE)/tape.json: | $(STAMP)
 
 bench: $(STAMP) $(BENCH_TAPE)/tape.json
 	$(BIN)/ats bench replay --tape $(BENCH_TAPE) --strategy ema_cross --out benchmarks/replay.json
+	$(BIN)/ats bench live --out benchmarks/live.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -249,11 +249,9 @@ class AggTradeValidator(_IdOrderValidator):
 class QuoteValidator:
     """Rejects best bid/ask rows with bad numbers, crossed books or earlier event times.
 
-    Reasons: "invalid_quote" (a price NaN, infinite or not positive, or a size infinite or not
-    positive; a NaN size means the venue sent none, e.g. Coinbase tickers, and passes),
-    "crossed_quote" (bid above ask; a locked quote, bid equal to ask, passes) and
-    "out_of_order" (`ts_event` earlier than the last accepted quote of the symbol). State: the
-    last accepted `ts_event`.
+    Reasons: "invalid_quote" (a price or size NaN, infinite or not positive), "crossed_quote"
+    (bid above ask; a locked quote, bid equal to ask, passes) and "out_of_order" (`ts_event`
+    earlier than the last accepted quote of the symbol). State: the last accepted `ts_event`.
     """
 
     def __init__(self, stage: str = QUOTE_STAGE) -> None:
@@ -268,10 +266,8 @@ class QuoteValidator:
         if len(quotes) == 0:
             return quotes, []
         values_ok = np.ones(len(quotes), dtype=bool)
-        for column in (quotes.bid_price, quotes.ask_price):
+        for column in (quotes.bid_price, quotes.bid_qty, quotes.ask_price, quotes.ask_qty):
             values_ok &= np.isfinite(column) & (column > 0)
-        for column in (quotes.bid_qty, quotes.ask_qty):  # NaN: the venue sent no size
-            values_ok &= np.isnan(column) | (np.isfinite(column) & (column > 0))
         crossed = values_ok & (quotes.bid_price > quotes.ask_price)
         usable = np.flatnonzero(values_ok & ~crossed)
         # Rows failing value checks are out before the running maximum, and out-of-order rows
@@ -284,8 +280,7 @@ class QuoteValidator:
         last_accepted = np.concatenate([[last_ts], quotes.ts_event[kept]])[before]
         letters: list[tuple[int, str, str]] = []
         for row in np.flatnonzero(~values_ok).tolist():
-            letters.append((row, "invalid_quote", "a price is NaN, infinite or not > 0, or a "
-                            "size is infinite or not > 0"))
+            letters.append((row, "invalid_quote", "a price or size is NaN, infinite or not > 0"))
         for row in np.flatnonzero(crossed).tolist():
             detail = (
                 f"bid {float(quotes.bid_price[row])!r} is above ask "

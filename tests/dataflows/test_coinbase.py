@@ -198,16 +198,16 @@ def test_book_syncs_stays_uncrossed_and_matches_tickers_and_a_naive_book() -> No
         assert float_top(book, 5) == (as_floats(top_bids), as_floats(top_asks))
 
 
-def test_validation_accepts_every_trade_and_every_sizeless_quote(parsed: Parsed) -> None:
+def test_validation_accepts_every_trade_and_rejects_sizeless_quotes(parsed: Parsed) -> None:
     trades, quotes = TradeValidator(), QuoteValidator()
     trade_letters, quote_letters = [], []
     for chunk in parsed.chunks:
         trade_letters += trades.validate(chunk.symbol, chunk.trades, "t")[1]
         quote_letters += quotes.validate(chunk.symbol, chunk.quotes, "q")[1]
     assert trade_letters == []
-    # The 2021 ticker has no best_bid_size/best_ask_size: the sizes are NaN ("not sent"), which
-    # the quote validator accepts while prices are valid.
-    assert quote_letters == []
+    # The 2021 ticker has no best_bid_size/best_ask_size: the sizes are NaN and the quote
+    # validator (which requires positive sizes) rejects all 107 of them.
+    assert Counter(letter.reason for letter in quote_letters) == {"invalid_quote": 107}
 
 
 def test_tape_round_trip(parsed: Parsed, tmp_path: Path) -> None:

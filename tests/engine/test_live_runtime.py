@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,13 +26,15 @@ def _config(server: ReplayServer) -> RunConfig:
     return config.model_copy(update={"live": live})
 
 
-def _start_when_snapshot_taken(server: ReplayServer) -> Callable[[list[int], list[bytes]], None]:
+def _start_when_snapshot_taken(server: ReplayServer, counted: list[int],
+                               ) -> Callable[[list[int], list[bytes]], None]:
     """The timeline starts once the feed holds its first snapshot, as it would when the feed
     connects to a market between two diffs; the book then bridges from the capture's snapshot,
-    as the replay does."""
+    as the replay does. Counts the websocket frames the pipeline took in `counted[0]`."""
     started = threading.Event()
 
     def observe(_times: list[int], frames: list[bytes]) -> None:
+        counted[0] += sum(frame.startswith(b'{"stream"') for frame in frames)
         if not started.is_set() and any(frame.startswith(b'{"rest":"/api/v3/depth"')
                                         for frame in frames):
             started.set()
@@ -40,10 +43,19 @@ def _start_when_snapshot_taken(server: ReplayServer) -> Callable[[list[int], lis
     return observe
 
 
-def _stop_after_finish(server: ReplayServer, stop: threading.Event) -> threading.Thread:
+def _stop_after_finish(server: ReplayServer, stop: threading.Event,
+                       counted: list[int]) -> threading.Thread:
+    """Stop once the timeline is over and the pipeline has taken every frame sent (or nothing
+    came for 2 s: a loaded machine must not make the test cut the stream short)."""
     def watch() -> None:
         server.wait_finished(600)
-        threading.Event().wait(1.0)  # let the last frames through the pipeline
+        last, quiet_since = -1, time.monotonic()
+        while counted[0] < sum(server.stats.frames_sent.values()):
+            if counted[0] != last:
+                last, quiet_since = counted[0], time.monotonic()
+            elif time.monotonic() - quiet_since > 2.0:
+                break
+            time.sleep(0.05)
         stop.set()
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -59,9 +71,10 @@ def _live_features(captures: list[Path], speed: float, journal: Path,
                    record_to: Path | None = None) -> list[tuple[object, ...]]:
     with ReplayServer(captures, speed=speed).running() as server:
         stop = threading.Event()
-        watcher = _stop_after_finish(server, stop)
+        counted = [0]
+        watcher = _stop_after_finish(server, stop, counted)
         result = run_live(["BTCUSDT"], _config(server), journal, stop=stop, record_to=record_to,
-                          frame_observer=_start_when_snapshot_taken(server))
+                          frame_observer=_start_when_snapshot_taken(server, counted))
         watcher.join(5)
     assert result.summary["dead_letters"] == 0
     return _features(journal)

@@ -56,6 +56,11 @@ class TopLevelsLockstep:
         self.last_applied_at = time.monotonic()
 
 
+def _received_all(feed: BinanceFeed, server: ReplayServer) -> bool:
+    """The feed has read every websocket frame the server sent (over all connections)."""
+    return feed.stats["frames"] >= sum(server.stats.frames_sent.values())
+
+
 def run_faulty_session(paths: list[Path], plan: FaultPlan, speed: float,
                        ) -> tuple[ReplayServer, list[DeadLetter], list[BookEvent],
                                   list[FeedEvent], TopLevelsLockstep]:
@@ -76,11 +81,15 @@ def run_faulty_session(paths: list[Path], plan: FaultPlan, speed: float,
         try:
             server.start(wait_for_subscriber=True)
             finished_at: float | None = None
+            last_count, last_change = 0, time.monotonic()
             while True:
                 if finished_at is None and server.wait_finished(0):
                     finished_at = time.monotonic()
-                if finished_at is not None and time.monotonic() > finished_at + 1.0:
-                    stop.set()
+                if feed.stats["frames"] != last_count:
+                    last_count, last_change = feed.stats["frames"], time.monotonic()
+                if finished_at is not None and (
+                        _received_all(feed, server) or time.monotonic() > last_change + 1.5):
+                    stop.set()  # every frame the server sent is in, or the socket went quiet
                 try:
                     chunks = partition.next_batch()
                 except StopIteration:
