@@ -112,3 +112,43 @@ def test_live_at_recorded_speed_gives_the_replay_features(
     replayed = run_replay([capture], load_config(SAMPLE_CONFIG), tmp_path / "replay.duckdb")
     assert len(live) > 30
     assert live == _features(replayed.journal_path)
+
+
+def test_live_paper_survives_every_fault_and_journals_each(
+        ray_session: None, tmp_path: Path, spot_captures: list[Path]) -> None:
+    """The whole pipeline (feed, dataflow, Ray actors, journal) under every fault at once: the
+    run completes and the journal holds each fault with its reason."""
+    from collections import Counter
+
+    import duckdb
+
+    from dataflows.live.replay_faults import FaultPlan
+
+    plan = FaultPlan(seed=7, drop_connections_at_s=(300.0,), silences=((150.0, 45.0),),
+                     malformed_frames=2_000, depth_gaps=4, duplicate_frames=20,
+                     reordered_pairs=3)
+    journal = tmp_path / "faults.duckdb"
+    with ReplayServer(spot_captures, speed=20, faults=plan).running() as server:
+        config = _config(server)
+        live = config.live.model_copy(update={"stale_after_s": 1.5, "reconnect_initial_s": 0.2})
+        stop = threading.Event()
+        counted = [0]
+        watcher = _stop_after_finish(server, stop, counted)
+        result = run_live(["BTCUSDT"], config.model_copy(update={"live": live}), journal,
+                          stop=stop, frame_observer=_start_when_snapshot_taken(server, counted))
+        watcher.join(5)
+        log = Counter(record.kind for record in server.fault_log)
+    with duckdb.connect(str(journal), read_only=True) as connection:
+        letters = Counter(dict(connection.execute(
+            "SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall()))
+        feed = Counter(dict(connection.execute(
+            "SELECT kind, count(*) FROM feed_events GROUP BY 1").fetchall()))
+        book = Counter(dict(connection.execute(
+            "SELECT kind, count(*) FROM book_events GROUP BY 1").fetchall()))
+        mode = connection.execute("SELECT mode FROM runs").fetchone()
+    assert mode == ("live_paper",) and result.summary["bars"] > 300
+    assert log["malformed"] == 2_000 and sum(letters.values()) >= 1_900  # some fell in the gaps
+    assert letters["duplicate_trade_id"] >= 1
+    assert feed["disconnected"] >= 1 and feed["connected"] >= 2 and feed["gap_filled"] >= 1
+    assert feed["stale"] >= 1 and feed["fresh"] >= 1
+    assert book["gap"] >= 1 and book["synced"] >= 2
