@@ -46,21 +46,19 @@ from storage.recording import (
     RecordingError,
     RecordingLock,
     RecordingManifest,
-    RecoveryReport,
     SegmentInfo,
     dead_letter_line,
     file_sha256,
     finalized_captures,
     fsync_directory,
-    parse_segment_frames,
     partial_name,
     read_manifest,
-    recover_recording,
     segment_seq,
     segment_stem,
     tape_metadata,
     write_manifest,
 )
+from storage.recording_recovery import RecoveryReport, parse_segment_frames, recover_recording
 from storage.tape import TapeWriter, ats_version
 
 logger = logging.getLogger(__name__)
@@ -278,7 +276,8 @@ class Recorder:
         out_dir: str | Path, parser_factory: Callable[[], FrameParser] | None = None
     ) -> RecoveryReport:
         """Finalize what a crashed recorder left in `out_dir` (see
-        `storage.recording.recover_recording`); refuses while a recorder is writing there."""
+        `storage.recording_recovery.recover_recording`); refuses while a recorder is writing
+        there."""
         out_dir = Path(out_dir)
         if not out_dir.is_dir():
             return RecoveryReport(out_dir)
