@@ -15,6 +15,7 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -31,8 +32,28 @@ def _check_lengths(name: str, columns: dict[str, np.ndarray]) -> None:
         raise ValueError(f"{name}: columns have different lengths: {lengths}")
 
 
+class _Columns:
+    """What every columnar container shares: columns of equal length, named in `DTYPES` (the
+    dataclass fields, in order, with their dtypes), `as_dict` in that order, and `empty()`."""
+
+    DTYPES: ClassVar[dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        _check_lengths(type(self).__name__, self.as_dict())
+
+    def __len__(self) -> int:
+        return len(getattr(self, next(iter(self.DTYPES))))
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.DTYPES}
+
+    @classmethod
+    def empty(cls) -> Self:
+        return cls(**{name: np.empty(0, dtype) for name, dtype in cls.DTYPES.items()})
+
+
 @dataclass(frozen=True)
-class TradeColumns:
+class TradeColumns(_Columns):
     """Trades of one symbol in event-time order."""
 
     ts_event: np.ndarray  # int64
@@ -42,35 +63,13 @@ class TradeColumns:
     qty: np.ndarray  # float64
     side: np.ndarray  # int8, +1 buy aggressor, -1 sell aggressor
 
-    def __post_init__(self) -> None:
-        _check_lengths("TradeColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "trade_id": self.trade_id,
-            "price": self.price,
-            "qty": self.qty,
-            "side": self.side,
-        }
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "trade_id": np.int64, "price": np.float64,
+        "qty": np.float64, "side": np.int8
+    }
 
     def take(self, index: np.ndarray | slice) -> TradeColumns:
         return TradeColumns(**{key: value[index] for key, value in self.as_dict().items()})
-
-    @staticmethod
-    def empty() -> TradeColumns:
-        return TradeColumns(
-            ts_event=np.empty(0, np.int64),
-            ts_recv=np.empty(0, np.int64),
-            trade_id=np.empty(0, np.int64),
-            price=np.empty(0, np.float64),
-            qty=np.empty(0, np.float64),
-            side=np.empty(0, np.int8),
-        )
 
     @staticmethod
     def concat(parts: list[TradeColumns]) -> TradeColumns:
@@ -83,7 +82,7 @@ class TradeColumns:
 
 
 @dataclass(frozen=True)
-class BookDeltaColumns:
+class BookDeltaColumns(_Columns):
     """Diff-depth updates, one row per changed level; rows of one update share its ids.
 
     `prev_final_update_id` is the futures `pu` field and -1 where the venue has none (spot).
@@ -101,33 +100,15 @@ class BookDeltaColumns:
     price: np.ndarray  # float64
     qty: np.ndarray  # float64
 
-    def __post_init__(self) -> None:
-        _check_lengths("BookDeltaColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "first_update_id": self.first_update_id,
-            "final_update_id": self.final_update_id,
-            "prev_final_update_id": self.prev_final_update_id,
-            "side": self.side,
-            "price": self.price,
-            "qty": self.qty,
-        }
-
-    @staticmethod
-    def empty() -> BookDeltaColumns:
-        ints = np.empty(0, np.int64)
-        floats = np.empty(0, np.float64)
-        return BookDeltaColumns(ints, ints, ints, ints, ints, np.empty(0, np.int8), floats, floats)
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "first_update_id": np.int64,
+        "final_update_id": np.int64, "prev_final_update_id": np.int64, "side": np.int8,
+        "price": np.float64, "qty": np.float64
+    }
 
 
 @dataclass(frozen=True)
-class BookSnapshotColumns:
+class BookSnapshotColumns(_Columns):
     """Full-depth snapshots (REST), one row per level; rows of one snapshot share its id."""
 
     ts_event: np.ndarray  # int64
@@ -137,31 +118,14 @@ class BookSnapshotColumns:
     price: np.ndarray  # float64
     qty: np.ndarray  # float64
 
-    def __post_init__(self) -> None:
-        _check_lengths("BookSnapshotColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "last_update_id": self.last_update_id,
-            "side": self.side,
-            "price": self.price,
-            "qty": self.qty,
-        }
-
-    @staticmethod
-    def empty() -> BookSnapshotColumns:
-        ints = np.empty(0, np.int64)
-        floats = np.empty(0, np.float64)
-        return BookSnapshotColumns(ints, ints, ints, np.empty(0, np.int8), floats, floats)
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "last_update_id": np.int64, "side": np.int8,
+        "price": np.float64, "qty": np.float64
+    }
 
 
 @dataclass(frozen=True)
-class QuoteColumns:
+class QuoteColumns(_Columns):
     """Best bid and ask (bookTicker), or top of the synced book sampled by the dataflow."""
 
     ts_event: np.ndarray  # int64
@@ -172,28 +136,10 @@ class QuoteColumns:
     ask_price: np.ndarray  # float64
     ask_qty: np.ndarray  # float64
 
-    def __post_init__(self) -> None:
-        _check_lengths("QuoteColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "update_id": self.update_id,
-            "bid_price": self.bid_price,
-            "bid_qty": self.bid_qty,
-            "ask_price": self.ask_price,
-            "ask_qty": self.ask_qty,
-        }
-
-    @staticmethod
-    def empty() -> QuoteColumns:
-        ints = np.empty(0, np.int64)
-        floats = np.empty(0, np.float64)
-        return QuoteColumns(ints, ints, ints, floats, floats, floats, floats)
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "update_id": np.int64, "bid_price": np.float64,
+        "bid_qty": np.float64, "ask_price": np.float64, "ask_qty": np.float64
+    }
 
 
 @dataclass(frozen=True)
@@ -214,7 +160,7 @@ class DepthSamples:
 
 
 @dataclass(frozen=True)
-class AggTradeColumns:
+class AggTradeColumns(_Columns):
     """Aggregate trades (Binance `aggTrade`): fills of one taker order at one price, summed.
 
     `agg_id` is the venue's aggregate id (`a`), `first_trade_id`/`last_trade_id` the range of raw
@@ -230,33 +176,14 @@ class AggTradeColumns:
     qty: np.ndarray  # float64
     side: np.ndarray  # int8
 
-    def __post_init__(self) -> None:
-        _check_lengths("AggTradeColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "agg_id": self.agg_id,
-            "first_trade_id": self.first_trade_id,
-            "last_trade_id": self.last_trade_id,
-            "price": self.price,
-            "qty": self.qty,
-            "side": self.side,
-        }
-
-    @staticmethod
-    def empty() -> AggTradeColumns:
-        ints = np.empty(0, np.int64)
-        floats = np.empty(0, np.float64)
-        return AggTradeColumns(ints, ints, ints, ints, ints, floats, floats, np.empty(0, np.int8))
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "agg_id": np.int64, "first_trade_id": np.int64,
+        "last_trade_id": np.int64, "price": np.float64, "qty": np.float64, "side": np.int8
+    }
 
 
 @dataclass(frozen=True)
-class MarkPriceColumns:
+class MarkPriceColumns(_Columns):
     """Perpetual mark price, index price and funding (Binance `markPriceUpdate`).
 
     `funding_rate` is the rate of the next settlement (0.0001 = 0.01%), `next_funding_time` the
@@ -271,32 +198,15 @@ class MarkPriceColumns:
     funding_rate: np.ndarray  # float64
     next_funding_time: np.ndarray  # int64
 
-    def __post_init__(self) -> None:
-        _check_lengths("MarkPriceColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "mark_price": self.mark_price,
-            "index_price": self.index_price,
-            "estimated_settle_price": self.estimated_settle_price,
-            "funding_rate": self.funding_rate,
-            "next_funding_time": self.next_funding_time,
-        }
-
-    @staticmethod
-    def empty() -> MarkPriceColumns:
-        ints = np.empty(0, np.int64)
-        floats = np.empty(0, np.float64)
-        return MarkPriceColumns(ints, ints, floats, floats, floats, floats, ints)
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "mark_price": np.float64,
+        "index_price": np.float64, "estimated_settle_price": np.float64,
+        "funding_rate": np.float64, "next_funding_time": np.int64
+    }
 
 
 @dataclass(frozen=True)
-class KlineColumns:
+class KlineColumns(_Columns):
     """Venue candlesticks as streamed (`kline_<interval>`), open and closed updates alike.
 
     `ts_open` is the candle start, `ts_close` its end (exclusive: the venue's close time + 1 ms),
@@ -318,36 +228,12 @@ class KlineColumns:
     trade_count: np.ndarray  # int64
     closed: np.ndarray  # bool
 
-    def __post_init__(self) -> None:
-        _check_lengths("KlineColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "ts_event": self.ts_event,
-            "ts_recv": self.ts_recv,
-            "ts_open": self.ts_open,
-            "ts_close": self.ts_close,
-            "interval_ns": self.interval_ns,
-            "open": self.open,
-            "high": self.high,
-            "low": self.low,
-            "close": self.close,
-            "volume": self.volume,
-            "quote_volume": self.quote_volume,
-            "taker_buy_volume": self.taker_buy_volume,
-            "trade_count": self.trade_count,
-            "closed": self.closed,
-        }
-
-    @staticmethod
-    def empty() -> KlineColumns:
-        ints = np.empty(0, np.int64)
-        floats = np.empty(0, np.float64)
-        return KlineColumns(ints, ints, ints, ints, ints, floats, floats, floats, floats, floats,
-                            floats, floats, ints, np.empty(0, np.bool_))
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "ts_open": np.int64, "ts_close": np.int64,
+        "interval_ns": np.int64, "open": np.float64, "high": np.float64, "low": np.float64,
+        "close": np.float64, "volume": np.float64, "quote_volume": np.float64,
+        "taker_buy_volume": np.float64, "trade_count": np.int64, "closed": np.bool_
+    }
 
 
 @dataclass(frozen=True)
@@ -368,7 +254,7 @@ class FeedEvent:
 
 
 @dataclass(frozen=True)
-class FeedEventColumns:
+class FeedEventColumns(_Columns):
     """Feed events as columns, for the tape; `MarketChunk.feed_events` holds them as objects."""
 
     ts_event: np.ndarray  # int64
@@ -376,15 +262,9 @@ class FeedEventColumns:
     kind: np.ndarray  # object (str)
     detail: np.ndarray  # object (str)
 
-    def __post_init__(self) -> None:
-        _check_lengths("FeedEventColumns", self.as_dict())
-
-    def __len__(self) -> int:
-        return len(self.ts_event)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {"ts_event": self.ts_event, "ts_recv": self.ts_recv, "kind": self.kind,
-                "detail": self.detail}
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "ts_event": np.int64, "ts_recv": np.int64, "kind": object, "detail": object
+    }
 
     @staticmethod
     def from_events(events: tuple[FeedEvent, ...]) -> FeedEventColumns:
