@@ -12,6 +12,7 @@ done) latencies, p50 and p99. The added latency is receive-to-feature and receiv
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from engine.config import LiveConfig, RunConfig, load_config
 from engine.latency import LatencyRecorder
 
 TARGET_P99_ADDED_MS = 5.0
+_SENT = re.compile(rb'"_sent":(\d+)')  # the bench server's send stamp in each frame
 
 
 class _Stamps:
@@ -35,13 +37,11 @@ class _Stamps:
         self.values: list[int] = []
 
     def __call__(self, times: list[int], frames: list[bytes]) -> None:
-        from dataflows.live.bench_server import sent_latency_ns
-
         for ts_recv, frame in zip(times, frames, strict=True):
             if ts_recv >= self.since_ns:
-                value = sent_latency_ns(frame, ts_recv)
-                if value is not None:
-                    self.values.append(value)
+                match = _SENT.search(frame, 0, 200)
+                if match:
+                    self.values.append(ts_recv - int(match.group(1)))
 
     def summary(self) -> dict[str, float]:
         if not self.values:

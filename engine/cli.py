@@ -127,7 +127,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from dataflows.live.replay_cli import run_serve  # a test tool, not part of a run's wiring
+    from engine.runtime import run_serve
 
     return run_serve(args)
 

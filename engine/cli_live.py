@@ -74,42 +74,17 @@ def _cmd_live(args: argparse.Namespace) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from dataflows.binance import BinanceParser
-    from dataflows.live.feed import BinanceFeed
-    from storage.recorder import Recorder, RecorderConfig
+    from engine.runtime import run_record
 
     config = live_config(args)
     symbols = _symbols(args.symbols)
     stop = threading.Event()
     _stop_on_signals(stop, args.duration)
-    recorder_config = RecorderConfig(
-        out_dir=Path(args.out), venue=config.live.venue, symbols=tuple(symbols),
-        rotate_bytes=int(args.rotate_mb * 2**20), rotate_seconds=args.rotate_minutes * 60.0,
-    )
-    feed = BinanceFeed(config.live, symbols)
-    frames = 0
     print(f"ats record: {', '.join(symbols)} on {config.live.venue} into {args.out}; "
           "Ctrl-C stops", file=sys.stderr)
-    with Recorder(recorder_config, BinanceParser) as recorder:
-        feed.start()
-        try:
-            while not stop.is_set() or feed.buffer.pending:
-                if not feed.buffer.wait(1.0):
-                    recorder.flush()  # a quiet feed: keep what is written readable
-                    continue
-                times, batch = feed.buffer.drain(config.live.max_frames_per_batch)
-                recorder.write_many(times, batch)
-                frames += len(batch)
-                if stop.is_set() and not feed.buffer.pending:
-                    break
-        finally:
-            feed.stop()
-            times, batch = feed.buffer.drain(10**9)
-            if batch:
-                recorder.write_many(times, batch)
-                frames += len(batch)
-    summary: dict[str, Any] = {"recorded_frames": frames, "out": args.out,
-                               **{f"feed_{key}": value for key, value in feed.stats.items()}}
+    summary = run_record(symbols, config, Path(args.out), stop,
+                         rotate_bytes=int(args.rotate_mb * 2**20),
+                         rotate_seconds=args.rotate_minutes * 60.0)
     for key, value in summary.items():
         print(f"  {key:<20} {value}")
     return 0

@@ -396,6 +396,45 @@ def run_live(
     return pipeline.finish(closing, started_at, counted.frames, 1, display, "")
 
 
+def run_record(symbols: list[str], config: RunConfig, out: Path, stop: threading.Event, *,
+               rotate_bytes: int, rotate_seconds: float) -> dict[str, Any]:
+    """Record the live feed into `out` (raw capture and tape segments) until `stop` is set;
+    then write what was received and finalize every segment. Returns a summary."""
+    from dataflows.binance import BinanceParser
+    from dataflows.live.feed import BinanceFeed
+    from storage.recorder import Recorder, RecorderConfig
+
+    recorder_config = RecorderConfig(out_dir=out, venue=config.live.venue, symbols=tuple(symbols),
+                                     rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds)
+    feed = BinanceFeed(config.live, symbols)
+    frames = 0
+    with Recorder(recorder_config, BinanceParser) as recorder:
+        feed.start()
+        try:
+            while not stop.is_set() or feed.buffer.pending:
+                if not feed.buffer.wait(1.0):
+                    recorder.flush()  # a quiet feed: keep what is written readable
+                    continue
+                times, batch = feed.buffer.drain(config.live.max_frames_per_batch)
+                recorder.write_many(times, batch)
+                frames += len(batch)
+        finally:
+            feed.stop()
+            times, batch = feed.buffer.drain(10**9)
+            if batch:
+                recorder.write_many(times, batch)
+                frames += len(batch)
+    return {"recorded_frames": frames, "out": str(out),
+            **{f"feed_{key}": value for key, value in feed.stats.items()}}
+
+
+def run_serve(args: Any) -> int:
+    """`ats serve`: the loopback Binance (a test tool; wired here like every other command)."""
+    from dataflows.live.replay_cli import run_serve as serve
+
+    return serve(args)
+
+
 class _FrameCounter:
     """Counts (and optionally records) the frames the live source parses."""
 

@@ -112,12 +112,6 @@ async def _bare(url: str, count: int, warmup: int) -> None:
                       "max_ms": float(kept.max())}), flush=True)
 
 
-def sent_latency_ns(frame: bytes, ts_recv: int) -> int | None:
-    """Send-to-receive time of a stamped frame, or None for unstamped frames."""
-    match = _SENT.search(frame, 0, 200)
-    return ts_recv - int(match.group(1)) if match else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataflows.live.bench_server")
     commands = parser.add_subparsers(dest="command", required=True)
