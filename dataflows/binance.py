@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -68,11 +68,13 @@ from dataflows.capture import (
     PAYLOAD_LIMIT,
     READ_STAGE,
     CaptureChunk,
+    ParseResult,
+    StreamParser,
     SymbolBuffers,
     payload_text,
     read_capture,
 )
-from engine.batches import DeadLetter, MarketChunk
+from engine.batches import DeadLetter
 
 __all__ = [
     "DEFAULT_CHUNK_LINES",
@@ -90,17 +92,7 @@ __all__ = [
 PARSE_STAGE = "parse_frames"
 
 
-class ParseResult(NamedTuple):
-    """One `MarketChunk` per symbol seen in the parsed lines, plus unattributable dead letters.
-
-    A tuple, so `chunks, dead_letters = parser.parse_lines(lines)` works.
-    """
-
-    chunks: list[MarketChunk]
-    dead_letters: list[DeadLetter]
-
-
-class BinanceParser:
+class BinanceParser(StreamParser):
     """Stateful parser of Binance frames into columnar per-symbol `MarketChunk`s.
 
     One instance parses one stream (one capture, or one live connection) in arrival order:
@@ -221,19 +213,6 @@ class BinanceParser:
             dead_letters=orphans,
         )
 
-    def parse_frames(
-        self, frames: list[bytes], ts_recv: list[int], source: str = "live"
-    ) -> ParseResult:
-        """Live mode: parse frames as received from a socket, with their receive times.
-
-        Dead letters name the frame as "<source>:line N", N counting the frames this parser has
-        been given through this method (from 1), as if the stream were being recorded.
-        """
-        first = self._live_frames + 1
-        self._live_frames += len(frames)
-        numbers = list(range(first, first + len(frames)))
-        return self.parse_lines(CaptureChunk(source, numbers, list(ts_recv), list(frames)))
-
     def _snapshot_symbol(self) -> str:
         if self.symbol_hint:
             return self.symbol_hint
@@ -309,22 +288,6 @@ class BinanceParser:
             self.symbols_seen[symbol] = None
         buffer.dead_letters.append(letter)
 
-    def _chunk(self, symbol: str, buffer: SymbolBuffers) -> MarketChunk:
-        sequence = self._sequences.get(symbol, 0)
-        self._sequences[symbol] = sequence + 1
-        return MarketChunk(
-            symbol=symbol,
-            sequence=sequence,
-            trades=buffer.trades(),
-            deltas=buffer.deltas(),
-            snapshots=buffer.snapshots(),
-            quotes=buffer.quotes(),
-            agg_trades=buffer.agg_trades(),
-            marks=buffer.marks(),
-            klines=buffer.klines(),
-            feed_events=tuple(buffer.feed_events),
-            dead_letters=tuple(buffer.dead_letters),
-        )
 
 
 def _mark_symbol(item: object) -> str | None:

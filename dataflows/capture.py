@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from engine.batches import (
     DeadLetter,
     FeedEvent,
     KlineColumns,
+    MarketChunk,
     MarkPriceColumns,
     QuoteColumns,
     TradeColumns,
@@ -123,6 +124,58 @@ def read_capture(
             )
     if chunk.frames or letters:
         yield chunk, letters
+
+
+class ParseResult(NamedTuple):
+    """One `MarketChunk` per symbol seen in the parsed lines, plus unattributable dead letters.
+
+    A tuple, so `chunks, dead_letters = parser.parse_lines(lines)` works.
+    """
+
+    chunks: list[MarketChunk]
+    dead_letters: list[DeadLetter]
+
+
+class StreamParser:
+    """What every venue parser shares: one instance parses one stream in arrival order, each
+    symbol's chunks numbered on from 0, and live frames parsed as if they were capture lines.
+    Subclasses implement `parse_lines` and set `_sequences = {}` and `_live_frames = 0`."""
+
+    _sequences: dict[str, int]
+    _live_frames: int
+
+    def parse_lines(self, lines: CaptureChunk, source_name: str | None = None) -> ParseResult:
+        raise NotImplementedError
+
+    def parse_frames(
+        self, frames: list[bytes], ts_recv: list[int], source: str = "live"
+    ) -> ParseResult:
+        """Live mode: parse frames as received from a socket, with their receive times.
+
+        Dead letters name the frame as "<source>:line N", N counting the frames this parser has
+        been given through this method (from 1), as if the stream were being recorded.
+        """
+        first = self._live_frames + 1
+        self._live_frames += len(frames)
+        numbers = list(range(first, first + len(frames)))
+        return self.parse_lines(CaptureChunk(source, numbers, list(ts_recv), list(frames)))
+
+    def _chunk(self, symbol: str, buffer: SymbolBuffers) -> MarketChunk:
+        sequence = self._sequences.get(symbol, 0)
+        self._sequences[symbol] = sequence + 1
+        return MarketChunk(
+            symbol=symbol,
+            sequence=sequence,
+            trades=buffer.trades(),
+            deltas=buffer.deltas(),
+            snapshots=buffer.snapshots(),
+            quotes=buffer.quotes(),
+            agg_trades=buffer.agg_trades(),
+            marks=buffer.marks(),
+            klines=buffer.klines(),
+            feed_events=tuple(buffer.feed_events),
+            dead_letters=tuple(buffer.dead_letters),
+        )
 
 
 class SymbolBuffers:

@@ -37,12 +37,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import orjson
 
-from dataflows.capture import INT64_MAX, CaptureChunk, SymbolBuffers, payload_text
-from engine.batches import DeadLetter, FeedEvent, MarketChunk
+from dataflows.capture import (
+    INT64_MAX,
+    CaptureChunk,
+    ParseResult,
+    StreamParser,
+    SymbolBuffers,
+    payload_text,
+)
+from engine.batches import DeadLetter, FeedEvent
 
 PARSE_STAGE = "parse_frames"
 NS_PER_SECOND = 1_000_000_000
@@ -65,16 +72,6 @@ class FrameError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-class ParseResult(NamedTuple):
-    """One `MarketChunk` per symbol seen in the parsed lines, plus unattributable dead letters.
-
-    Same shape as `dataflows.binance.ParseResult`: `chunks, dead_letters = parser.parse_lines(x)`.
-    """
-
-    chunks: list[MarketChunk]
-    dead_letters: list[DeadLetter]
 
 
 # ------------------------------------------------------------------ exact number readers
@@ -255,7 +252,7 @@ class VenueBuffers(SymbolBuffers):
         self.quote_ask_qty.append(ask[1])
 
 
-class VenueParser:
+class VenueParser(StreamParser):
     """Stateful parser of one venue's frames into per-symbol columnar `MarketChunk`s.
 
     One instance parses one stream (a capture, or one live connection) in arrival order;
@@ -327,19 +324,6 @@ class VenueParser:
             chunks=[self._chunk(symbol, buffer) for symbol, buffer in buffers.items()],
             dead_letters=orphans,
         )
-
-    def parse_frames(
-        self, frames: list[bytes], ts_recv: list[int], source: str = "live"
-    ) -> ParseResult:
-        """Live mode: parse frames as received from a socket, with their receive times.
-
-        Dead letters name the frame as "<source>:line N", N counting the frames this parser has
-        been given through this method (from 1), as if the stream were being recorded.
-        """
-        first = self._live_frames + 1
-        self._live_frames += len(frames)
-        numbers = list(range(first, first + len(frames)))
-        return self.parse_lines(CaptureChunk(source, numbers, list(ts_recv), list(frames)))
 
     # ---------------------------------------------------------------- hooks
 
@@ -413,17 +397,3 @@ class VenueParser:
             raise FrameError("invalid_field", f"feed event 'detail' is {detail!r:.40}")
         event = FeedEvent(symbol.upper(), self._estimated_time(ts_recv), ts_recv, kind, detail)
         self._buffer(symbol.upper()).feed_events.append(event)
-
-    def _chunk(self, symbol: str, buffer: VenueBuffers) -> MarketChunk:
-        sequence = self._sequences.get(symbol, 0)
-        self._sequences[symbol] = sequence + 1
-        return MarketChunk(
-            symbol=symbol,
-            sequence=sequence,
-            trades=buffer.trades(),
-            deltas=buffer.deltas(),
-            snapshots=buffer.snapshots(),
-            quotes=buffer.quotes(),
-            feed_events=tuple(buffer.feed_events),
-            dead_letters=tuple(buffer.dead_letters),
-        )
