@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from dataflows.book import BookSynchronizer, BookTrack
 from dataflows.validate import AggTradeValidator, MarkValidator, QuoteValidator, TradeValidator
 from dataflows.windows import BarFolder
@@ -149,14 +147,8 @@ def _concat_bars(
 ) -> dict[str, BarColumns]:
     merged = dict(first)
     for timeframe, bars in second.items():
-        if timeframe in merged and len(merged[timeframe]):
-            columns = {
-                name: np.concatenate([merged[timeframe].columns[name], values])
-                for name, values in bars.columns.items()
-            }
-            merged[timeframe] = BarColumns(timeframe, columns)
-        else:
-            merged[timeframe] = bars
+        merged[timeframe] = BarColumns.concat([merged[timeframe], bars]) if (
+            timeframe in merged) else bars
     return merged
 
 

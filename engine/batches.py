@@ -14,6 +14,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -51,6 +52,17 @@ class _Columns:
     def empty(cls) -> Self:
         return cls(**{name: np.empty(0, dtype) for name, dtype in cls.DTYPES.items()})
 
+    @classmethod
+    def concat(cls, parts: Sequence[Self]) -> Self:
+        """The rows of `parts`, in order (an empty container for none)."""
+        filled = [part for part in parts if len(part)]
+        if not filled:
+            return cls.empty()
+        if len(filled) == 1:
+            return filled[0]
+        return cls(**{name: np.concatenate([getattr(part, name) for part in filled])
+                      for name in cls.DTYPES})
+
 
 @dataclass(frozen=True)
 class TradeColumns(_Columns):
@@ -71,14 +83,6 @@ class TradeColumns(_Columns):
     def take(self, index: np.ndarray | slice) -> TradeColumns:
         return TradeColumns(**{key: value[index] for key, value in self.as_dict().items()})
 
-    @staticmethod
-    def concat(parts: list[TradeColumns]) -> TradeColumns:
-        if not parts:
-            return TradeColumns.empty()
-        keys = parts[0].as_dict().keys()
-        return TradeColumns(
-            **{key: np.concatenate([part.as_dict()[key] for part in parts]) for key in keys}
-        )
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,16 @@ class BarColumns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
+
+    @staticmethod
+    def concat(frames: Sequence[BarColumns]) -> BarColumns:
+        """Bars of one timeframe in order, with the columns of the first non-empty frame."""
+        filled = [frame for frame in frames if len(frame)] or list(frames[:1])
+        if len(filled) == 1:
+            return filled[0]
+        names = filled[0].columns.keys()
+        return BarColumns(filled[0].timeframe, {
+            name: np.concatenate([frame.columns[name] for frame in filled]) for name in names})
 
 
 @dataclass(frozen=True)

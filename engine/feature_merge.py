@@ -23,29 +23,17 @@ from engine.batches import (
 )
 
 
-def _concat_columns(parts: Sequence[Any], kind: Any) -> Any:
+def _concat_optional(parts: Sequence[Any], kind: Any) -> Any:
+    """`kind.concat` of the parts present; None when no part has a row."""
     present = [part for part in parts if part is not None and len(part)]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    keys = present[0].as_dict().keys()
-    return kind(**{key: np.concatenate([part.as_dict()[key] for part in present])
-                   for key in keys})
+    return kind.concat(present) if present else None
 
 
 def _concat_bars(batches: Sequence[FeatureBatch]) -> dict[str, BarColumns]:
-    merged: dict[str, BarColumns] = {}
-    for timeframe in dict.fromkeys(tf for batch in batches for tf in batch.bars):
-        frames = [batch.bars[timeframe] for batch in batches if timeframe in batch.bars]
-        filled = [frame for frame in frames if len(frame)] or frames[:1]
-        if len(filled) == 1:
-            merged[timeframe] = filled[0]
-            continue
-        names = filled[0].columns.keys()
-        merged[timeframe] = BarColumns(timeframe, {
-            name: np.concatenate([frame.columns[name] for frame in filled]) for name in names})
-    return merged
+    timeframes = dict.fromkeys(tf for batch in batches for tf in batch.bars)
+    return {timeframe: BarColumns.concat([batch.bars[timeframe] for batch in batches
+                                          if timeframe in batch.bars])
+            for timeframe in timeframes}
 
 
 def _concat_depth(parts: Sequence[DepthSamples | None]) -> DepthSamples | None:
@@ -75,15 +63,15 @@ def merge_batches(batches: Sequence[FeatureBatch]) -> FeatureBatch:
     if len(symbols) != 1:
         raise ValueError(f"merge_batches: batches of several symbols {sorted(symbols)}")
     last = batches[-1]
-    trades = _concat_columns([batch.trades for batch in batches], TradeColumns)
+    trades = TradeColumns.concat([batch.trades for batch in batches])
     return FeatureBatch(
         symbol=last.symbol,
         sequence=last.sequence,
         watermark=max(batch.watermark for batch in batches),
-        trades=trades if trades is not None else TradeColumns.empty(),
+        trades=trades,
         bars=_concat_bars(batches),
-        quotes=_concat_columns([batch.quotes for batch in batches], QuoteColumns),
-        marks=_concat_columns([batch.marks for batch in batches], MarkPriceColumns),
+        quotes=_concat_optional([batch.quotes for batch in batches], QuoteColumns),
+        marks=_concat_optional([batch.marks for batch in batches], MarkPriceColumns),
         depth=_concat_depth([batch.depth for batch in batches]),
         book_events=tuple(event for batch in batches for event in batch.book_events),
         feed_events=tuple(event for batch in batches for event in batch.feed_events),
