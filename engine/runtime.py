@@ -58,6 +58,7 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None,
     supervisor must know every symbol before any risk decision). Captures of venues other than
     Binance are listed by parsing them (their frames name symbols in venue-specific ways)."""
     from dataflows.capture_scan import scan_capture_symbols
+    from dataflows.sources import events_in
     from dataflows.venues import parse_captures, venue_of
     from storage.tape import TapeReader
 
@@ -80,7 +81,7 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None,
     if any(venue_of(path, venue) != "binance" for path in chosen):
         for chunks, _letters in parse_captures(chosen, venue, symbol_hint):
             symbols |= {chunk.symbol for chunk in chunks}
-            lines += sum(_events(chunk) for chunk in chunks)
+            lines += sum(events_in(chunk) for chunk in chunks)
         if not symbols:
             raise ValueError(f"no symbol found in capture files: {', '.join(map(str, chosen))}")
         return ReplayInput("capture", tuple(chosen), tuple(sorted(symbols)), lines)
@@ -93,12 +94,6 @@ def resolve_input(paths: list[Path] | None, symbol_hint: str | None = None,
     if not symbols:
         raise ValueError(f"no symbol found in capture files: {', '.join(map(str, chosen))}")
     return ReplayInput("capture", tuple(chosen), tuple(sorted(symbols)), lines)
-
-
-def _events(chunk: Any) -> int:
-    from dataflows.sources import events_in
-
-    return events_in(chunk)
 
 
 def _recording_segments(path: Path) -> list[Path]:
