@@ -1,0 +1,38 @@
+"""Execution tactics: pure, event-time planners that turn market and order events into commands.
+
+Every tactic is a small deterministic state machine with no wall clock, no I/O and no Ray. The
+caller feeds it events (`Quote`, `Bar`, `TacticFill`, `OrderClosed`, and the event time through
+`on_time`) and sends the `PlaceOrder` / `AmendOrder` / `CancelOrder` commands it returns to a
+venue: the paper matcher or live execution. Orders are named by a short `purpose` ("e", "sl",
+"tp1", ...) that is also the purpose part of `engine.orders.client_order_id`.
+
+- `limit_entry`: limit at the best bid/ask, one reprice, then cancel or market fallback;
+- `protection`: stop-loss and layered take-profits placed on the entry fill as OCO, resized by
+  partial fills, breakeven after TP1, ATR trailing, time exit and max hold;
+- `filters`: spread over its running average, single order capped at a share of 24h volume.
+
+These are the order-level layer (resting orders). `engine.position_tracker` keeps enforcing the
+same levels with market exits on the paper replay path.
+"""
+
+from engine.tactics.commands import (
+    AmendOrder,
+    Bar,
+    CancelOrder,
+    Command,
+    OrderClosed,
+    PlaceOrder,
+    Quote,
+    TacticFill,
+)
+
+__all__ = [
+    "AmendOrder",
+    "Bar",
+    "CancelOrder",
+    "Command",
+    "OrderClosed",
+    "PlaceOrder",
+    "Quote",
+    "TacticFill",
+]
