@@ -1,13 +1,34 @@
 """Paper matching: a pure, seeded simulator of market-order execution for one symbol.
 
-Lifecycle. `submit` records an order decided at time T ("new" at T). It reaches the venue at
-T + latency, latency being `latency_ms` plus uniform jitter in +-`latency_jitter_ms` drawn from a
-NumPy Generator seeded with (config seed, crc32(symbol)), floored at zero. Orders travel one
-connection, so they arrive in the order they were sent (an order never overtakes an earlier one).
-An order fills at the first trade with ts_event >= arrival ("accepted" at the arrival time,
-"filled" at that trade's time); if the batch ends first it waits for the next batch. Several
-orders may fill against the same trade (it is a price observation, not consumed liquidity).
-Every state change is a row of the `orders` table keyed "{order_id}:{state_seq}".
+Latencies. Event time T of a decision is the time of the market data it used (a bar close, a
+trade). Two delays follow it:
+- `feed_latency_ms` (constant): the data of time T reached the strategy that much later, so the
+  order (or cancel) leaves at T + feed latency. Decisions therefore act on data that is feed
+  latency old at sending time; equivalently, the order's arrival is shifted by it.
+- `order_latency_ms` plus uniform jitter in +-`order_latency_jitter_ms` (drawn from a NumPy
+  Generator seeded with (config seed, crc32(symbol)), floored at zero): the trip of the order or
+  cancel to the venue. Arrival = T + feed latency + order latency. Orders and cancels travel one
+  connection, so they arrive in the order they were sent (never overtaking an earlier one).
+`Fill.latency_ms` is arrival - T (both delays).
+
+Market orders. `submit` records an order decided at T ("new" at T). It fills at the first trade
+with ts_event >= arrival ("accepted" at the arrival time, "filled" at that trade's time); if the
+batch ends first it waits for the next batch. Several orders may fill against the same trade (it
+is a price observation, not consumed liquidity). Every state change is a row of the `orders`
+table keyed "{order_id}:{state_seq}".
+
+Partial fills (`market_remainder`). With "impact" (the default) the whole quantity fills at once,
+a book that runs out pricing the rest at its last level moved by the impact term (below). With
+"next_sample" or "cancel" only what the visible book offers fills ("partially_filled"): the book
+is the depth sample (else the quote, one level) at or before the time the order became ready.
+"cancel" then cancels the rest (IOC); "next_sample" keeps it in flight: it becomes ready again at
+the next book sample (the refill rule: each new sample is the venue's book again, so its levels
+are available afresh) and fills at the first trade at or after it, until
+`market_remainder_timeout_ms` after arrival, when the rest is cancelled at the first trade at or
+after that deadline. Without book or quote (seed model) there are no sizes and the order fills
+whole. Each partial is its own Fill with the flow's next sequence (fill id "{symbol}:f{seq}").
+
+Limit orders (`submit_limit`, `cancel`, `match_resting`): see `engine.queue_model`.
 
 Price, in order of preference:
 1. depth samples: walk the last sample at or before arrival (asks for buys, bids for sells) for the
@@ -21,8 +42,14 @@ Price, in order of preference:
 The impact term, in bps, is `impact_bps_per_unit_participation x quantity / V`, where V is the
 summed quantity of this symbol's trades in the 60 s before arrival (the matcher keeps the last 60 s
 of the previous batch for this); when V is zero the quantity of the trade filled against is used.
-Buys pay more, sells receive less. Fees are taker fees on notional. `slippage_bps` is the cost
-against the reference, positive when the fill is worse than the reference.
+Buys pay more, sells receive less. Market orders pay the taker fee on notional, resting limit
+orders the maker fee. `slippage_bps` is the cost against the reference, positive when the fill is
+worse than the reference.
+
+Order states. Limit orders live in an `engine.orders.ManagedOrder` (new, submitted, accepted,
+partially_filled, filled, cancel_requested, canceled; fills applied by fill id, an overfill
+raises): its history is their `orders` rows. Market orders keep the matcher's own rows (new,
+accepted, partially_filled, filled, canceled, rejected: the same state names), as before.
 """
 
 from __future__ import annotations
@@ -30,23 +57,31 @@ from __future__ import annotations
 import math
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from engine.batches import DepthSamples, QuoteColumns, TradeColumns
+from engine.book_prices import Execution, from_quote, slippage_bps, walk_depth, window_sum
 from engine.config import SimulationConfig
+from engine.orders import ManagedOrder, OrderFill, OrderState
+from engine.queue_model import RestingOrder, match_order, sample_times
 from engine.timeframes import NS_PER_MINUTE
 from engine.types import Fill, OrderIntent
 
 PARTICIPATION_WINDOW_NS = NS_PER_MINUTE
 _NS_PER_MS = 1_000_000
+_EPSILON = 1e-12
+
+__all__ = ["Execution", "PaperMatcher", "PaperOrder", "rng_for", "slippage_bps"]
 
 
 @dataclass
 class PaperOrder:
-    """A market order in flight."""
+    """A market order in flight. `filled` grows with partial fills; `ready_ts` is when it may
+    fill next (None: at the book sample after `consumed_sample_ts`)."""
 
     order_id: str
     intent: OrderIntent
@@ -56,15 +91,14 @@ class PaperOrder:
     arrival_ts: int
     latency_ms: float
     state_seq: int = 0
+    filled: float = 0.0
+    ready_ts: int | None = None
+    consumed_sample_ts: int | None = None
+    accepted: bool = False
 
-
-@dataclass(frozen=True)
-class Execution:
-    """Price of a simulated execution and what it was measured against."""
-
-    price: float
-    reference_price: float
-    model: str  # "depth", "quote" or "seed"
+    @property
+    def remaining(self) -> float:
+        return self.quantity - self.filled
 
 
 def rng_for(symbol: str, seed: int) -> np.random.Generator:
@@ -72,28 +106,44 @@ def rng_for(symbol: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed % 2**64, zlib.crc32(symbol.encode())])
 
 
+@dataclass
+class _Connection:
+    """The one order connection: the last arrival time, so nothing overtakes."""
+
+    last_arrival: int = -(2**63)
+
+
 class PaperMatcher:
-    """Latency, fees and slippage for one symbol's market orders; deterministic and picklable."""
+    """Latency, fees, slippage and partial fills for one symbol's market and limit orders;
+    deterministic and picklable."""
 
     def __init__(self, symbol: str, config: SimulationConfig) -> None:
         self.symbol = symbol
         self.config = config
         self._rng = rng_for(symbol, config.seed)
         self.pending: deque[PaperOrder] = deque()
+        self.resting: dict[str, RestingOrder] = {}
+        self._connection = _Connection()
         self._tail_ts = np.empty(0, np.int64)
         self._tail_qty = np.empty(0, np.float64)
         self._rows: list[dict[str, Any]] = []
 
-    # ------------------------------------------------------------------ orders
+    # ------------------------------------------------------------------ latency
+
+    def _arrival(self, ts_event: int) -> int:
+        """Arrival at the venue of an order or cancel decided at `ts_event` (module docstring)."""
+        jitter = self.config.order_latency_jitter_ms
+        draw = float(self._rng.uniform(-jitter, jitter)) if jitter > 0 else 0.0
+        latency_ms = max(0.0, self.config.order_latency_ms + draw) + self.config.feed_latency_ms
+        arrival = max(ts_event + round(latency_ms * _NS_PER_MS), self._connection.last_arrival)
+        self._connection.last_arrival = arrival
+        return arrival
+
+    # ------------------------------------------------------------------ market orders
 
     def submit(self, intent: OrderIntent, quantity: float, ts_event: int) -> PaperOrder:
         """Send a market order for an approved intent; it arrives after the simulated latency."""
-        jitter = self.config.latency_jitter_ms
-        draw = float(self._rng.uniform(-jitter, jitter)) if jitter > 0 else 0.0
-        latency_ms = max(0.0, self.config.latency_ms + draw)
-        arrival = ts_event + round(latency_ms * _NS_PER_MS)
-        if self.pending:
-            arrival = max(arrival, self.pending[-1].arrival_ts)
+        arrival = self._arrival(ts_event)
         order = PaperOrder(
             intent.order_id,
             intent,
@@ -102,20 +152,39 @@ class PaperMatcher:
             ts_event,
             arrival,
             (arrival - ts_event) / _NS_PER_MS,
+            ready_ts=arrival,
         )
         self.pending.append(order)
         self._row(order, ts_event, "new", intent.reason)
         return order
 
     def pending_quantity(self) -> float:
-        """Signed quantity of the orders in flight."""
-        return sum(order.side * order.quantity for order in self.pending)
+        """Signed quantity of the market orders in flight (what is left of them)."""
+        return sum(order.side * order.remaining for order in self.pending)
 
-    def next_fill_index(self, trades: TradeColumns, start: int) -> int | None:
-        """Index of the trade (at or after `start`) the first order in flight fills against."""
+    def is_pending(self, order_id: str) -> bool:
+        """The market order is still in flight (not filled, rejected or cancelled)."""
+        return any(order.order_id == order_id for order in self.pending)
+
+    def next_fill_index(
+        self,
+        trades: TradeColumns,
+        start: int,
+        depth: DepthSamples | None = None,
+        quotes: QuoteColumns | None = None,
+    ) -> int | None:
+        """Index of the trade (at or after `start`) the first order in flight fills (or, for a
+        remainder past its deadline, is cancelled) at. A remainder waiting for the next book
+        sample needs the batch's `depth`/`quotes` to find it."""
         if not self.pending:
             return None
-        index = int(np.searchsorted(trades.ts_event, self.pending[0].arrival_ts, "left"))
+        order = self.pending[0]
+        ready = order.ready_ts
+        if ready is None:
+            next_sample = _next_sample_ts(order, depth, quotes)
+            deadline = self._deadline(order)
+            ready = deadline if next_sample is None else min(next_sample, deadline)
+        index = int(np.searchsorted(trades.ts_event, ready, "left"))
         index = max(index, start)
         return index if index < len(trades) else None
 
@@ -127,35 +196,175 @@ class PaperMatcher:
         quotes: QuoteColumns | None = None,
         depth: DepthSamples | None = None,
     ) -> Fill | None:
-        """Fill the first order in flight against trade `index`; None if it had to be rejected
-        (no finite price could be found: fail closed, journaled as a rejected order)."""
-        order = self.pending.popleft()
+        """Fill the first order in flight against trade `index`, wholly or in part (see the
+        module docstring); None if it was rejected (no finite price: fail closed) or its
+        remainder was cancelled at the timeout."""
+        order = self.pending[0]
         ts_fill = int(trades.ts_event[index])
-        self._row(order, order.arrival_ts, "accepted", "")
+        if not order.accepted:
+            order.accepted = True
+            self._row(order, order.arrival_ts, "accepted", "")
+        policy = self.config.market_remainder
+        if order.ready_ts is None:
+            next_sample = _next_sample_ts(order, depth, quotes)
+            if ts_fill >= self._deadline(order) or next_sample is None or next_sample > ts_fill:
+                self.pending.popleft()
+                self._row(order, ts_fill, "canceled", "remainder timeout", filled=order.filled)
+                return None
+            order.ready_ts = next_sample
+        book_ts = order.ready_ts
+        assert book_ts is not None
         execution = self.execution(
-            order.side, order.quantity, order.arrival_ts, trades, index, quotes, depth
+            order.side, order.remaining, book_ts, trades, index, quotes, depth,
+            partial=policy != "impact",
         )
         if not (math.isfinite(execution.price) and execution.price > 0):
-            self._row(order, ts_fill, "rejected", "no finite execution price")
+            self.pending.popleft()
+            self._row(order, ts_fill, "rejected", "no finite execution price", filled=order.filled)
             return None
-        notional = order.quantity * execution.price
-        reference = execution.reference_price
-        self._row(order, ts_fill, "filled", execution.model, execution.price, order.quantity)
+        quantity = order.remaining
+        if math.isfinite(execution.quantity):
+            quantity = min(quantity, execution.quantity)
+        order.filled += quantity
+        done = order.remaining <= _EPSILON * max(1.0, order.quantity)
+        if done:
+            self.pending.popleft()
+            self._row(order, ts_fill, "filled", execution.model, execution.price, order.filled)
+        else:
+            self._row(
+                order, ts_fill, "partially_filled", execution.model, execution.price, order.filled
+            )
+            if policy == "cancel":
+                self.pending.popleft()
+                self._row(order, ts_fill, "canceled", "book exhausted (ioc)", filled=order.filled)
+            else:
+                order.ready_ts = None
+                order.consumed_sample_ts = execution.sample_ts
+        return self._fill(
+            order.order_id, order.side, quantity, execution.price, execution.reference_price,
+            ts_fill, sequence, "taker", order.latency_ms,
+        )
+
+    def _deadline(self, order: PaperOrder) -> int:
+        """'next_sample': when the rest of a market order is given up."""
+        return order.arrival_ts + round(self.config.market_remainder_timeout_ms * _NS_PER_MS)
+
+    def _fill(
+        self,
+        order_id: str,
+        side: int,
+        quantity: float,
+        price: float,
+        reference: float,
+        ts_event: int,
+        sequence: int,
+        liquidity: str,
+        latency_ms: float,
+    ) -> Fill:
+        fee_bps = self.config.maker_fee_bps if liquidity == "maker" else self.config.taker_fee_bps
         return Fill(
             fill_id=f"{self.symbol}:f{sequence}",
-            order_id=order.order_id,
+            order_id=order_id,
             symbol=self.symbol,
-            ts_event=ts_fill,
+            ts_event=ts_event,
             sequence=sequence,
-            side=order.side,
-            quantity=order.quantity,
-            price=execution.price,
+            side=side,
+            quantity=quantity,
+            price=price,
             reference_price=reference,
-            fee=notional * self.config.taker_fee_bps / 1e4,
-            liquidity="taker",
-            slippage_bps=slippage_bps(order.side, execution.price, reference),
-            latency_ms=order.latency_ms,
+            fee=quantity * price * fee_bps / 1e4,
+            liquidity=liquidity,
+            slippage_bps=slippage_bps(side, price, reference),
+            latency_ms=latency_ms,
         )
+
+    # ------------------------------------------------------------------ limit orders
+
+    def submit_limit(
+        self, intent: OrderIntent, quantity: float, price: float, ts_event: int
+    ) -> RestingOrder:
+        """Send a limit order; it joins the queue at its price on arrival (`engine.queue_model`).
+        Fails closed on a non-finite or non-positive price or quantity."""
+        if not (math.isfinite(price) and price > 0 and math.isfinite(quantity) and quantity > 0):
+            raise ValueError(
+                f"{intent.order_id}: limit price and quantity must be finite and > 0, "
+                f"got {price!r} x {quantity!r}"
+            )
+        arrival = self._arrival(ts_event)
+        managed = ManagedOrder(
+            client_order_id=f"ats-{intent.order_id}", symbol=self.symbol, side=intent.side,
+            order_type="limit", quantity=quantity, price=price, reduce_only=intent.reduce_only,
+            order_id=intent.order_id, intent_id=intent.intent_id, ts_created=ts_event,
+        )
+        managed.transition(OrderState.SUBMITTED, ts_event, intent.reason)
+        order = RestingOrder(
+            intent.order_id, intent, intent.side, quantity, price, ts_event, arrival,
+            (arrival - ts_event) / _NS_PER_MS, managed,
+        )
+        self.resting[order.order_id] = order
+        self._limit_rows(order)
+        return order
+
+    def cancel(self, order_id: str, ts_event: int) -> bool:
+        """Ask to cancel a working limit order; the cancel reaches the venue after the same
+        latencies as an order, and fills before that still happen. False if there is no such
+        open limit order or a cancel is already on its way."""
+        order = self.resting.get(order_id)
+        if order is None or order.cancel_at is not None:
+            return False
+        if ts_event >= order.arrival_ts:
+            self._accept(order)  # it has reached the venue before the cancel was sent
+        order.cancel_at = self._arrival(ts_event)
+        order.managed.transition(OrderState.CANCEL_REQUESTED, ts_event, "cancel sent")
+        self._limit_rows(order)
+        return True
+
+    def match_resting(
+        self,
+        trades: TradeColumns,
+        next_sequence: Callable[[], int],
+        until: int | None = None,
+        depth: DepthSamples | None = None,
+        quotes: QuoteColumns | None = None,
+    ) -> list[Fill]:
+        """Match the resting limit orders against the batch's trades and book samples with
+        ts_event < `until` (default: just after the last trade); each order remembers how far
+        it got, so calls may advance `until` step by step and across batches. Returns the fills
+        in (time, order sent) order; sequences are drawn from `next_sequence` in that order, so
+        fill ids are deterministic."""
+        if until is None:
+            until = int(trades.ts_event[-1]) + 1 if len(trades) else -(2**63)
+        events: list[tuple[int, int, int, Any]] = []
+        for rank, order in enumerate(list(self.resting.values())):
+            outcome = match_order(order, trades, until, depth, quotes)
+            if order.joined:
+                self._accept(order)
+            for number, execution in enumerate(outcome.executions):
+                events.append((execution.ts_event, rank, number, (order, execution)))
+            if outcome.done_state is not None:
+                events.append((outcome.done_ts, rank, 1 << 30, (order, outcome)))
+        fills: list[Fill] = []
+        for _, _, number, (order, item) in sorted(events, key=lambda event: event[:3]):
+            if number == 1 << 30:
+                del self.resting[order.order_id]
+                if item.done_state == "canceled":
+                    order.managed.transition(OrderState.CANCELED, item.done_ts, "cancel arrived")
+                self._limit_rows(order)
+                continue
+            fill = self._fill(
+                order.order_id, order.side, item.quantity, item.price, item.reference_price,
+                item.ts_event, next_sequence(), item.liquidity, order.latency_ms,
+            )
+            # Raises OverFill rather than ever filling more than the order (fail closed).
+            order.managed.apply_fill(
+                OrderFill(fill.fill_id, fill.quantity, fill.price, fill.fee, fill.ts_event,
+                          fill.liquidity)
+            )
+            order.filled = order.managed.filled_quantity
+            fills.append(fill)
+        for order in self.resting.values():
+            self._limit_rows(order)
+        return fills
 
     def end_batch(self, trades: TradeColumns) -> None:
         """Keep the last minute of trades for the next batch's participation window."""
@@ -193,8 +402,8 @@ class PaperMatcher:
     ) -> float:
         """The impact term: bps per unit participation x quantity / last-60-s traded quantity."""
         low = arrival_ts - PARTICIPATION_WINDOW_NS
-        volume = _window_sum(trades.ts_event, trades.qty, low, arrival_ts)
-        volume += _window_sum(self._tail_ts, self._tail_qty, low, arrival_ts)
+        volume = window_sum(trades.ts_event, trades.qty, low, arrival_ts)
+        volume += window_sum(self._tail_ts, self._tail_qty, low, arrival_ts)
         if not volume > 0:
             volume = float(trades.qty[index]) if len(trades) else 0.0
         participation = quantity / volume if volume > 0 else 1.0
@@ -209,14 +418,17 @@ class PaperMatcher:
         index: int,
         quotes: QuoteColumns | None,
         depth: DepthSamples | None,
+        partial: bool = False,
     ) -> Execution:
+        """Price of `quantity` at `arrival_ts`; with `partial`, only what the book offers (its
+        `quantity`) and no impact-priced overflow."""
         impact = self.impact_bps(quantity, arrival_ts, trades, index)
         if depth is not None and len(depth):
-            walked = _walk_depth(side, quantity, arrival_ts, depth, impact)
+            walked = walk_depth(side, quantity, arrival_ts, depth, impact, partial)
             if walked is not None:
                 return walked
         if quotes is not None and len(quotes):
-            quoted = _from_quote(side, arrival_ts, quotes, impact)
+            quoted = from_quote(side, arrival_ts, quotes, impact, partial)
             if quoted is not None:
                 return quoted
         trade_price = float(trades.price[index])
@@ -233,78 +445,64 @@ class PaperMatcher:
         state: str,
         reason: str,
         price: float = math.nan,
-        filled_qty: float = 0.0,
+        filled: float = 0.0,
     ) -> None:
         self._rows.append(
-            {
-                "key": f"{order.order_id}:{order.state_seq}",
-                "ts_event": ts_event,
-                "symbol": self.symbol,
-                "order_id": order.order_id,
-                "client_order_id": f"ats-{order.order_id}",
-                "venue_order_id": None if state == "new" else f"paper-{order.order_id}",
-                "intent_id": order.intent.intent_id,
-                "side": order.side,
-                "order_type": "market",
-                "quantity": order.quantity,
-                "price": price,
-                "filled_qty": filled_qty,
-                "state": state,
-                "reason": reason,
-            }
+            _order_row(self.symbol, order.order_id, order.intent, order.side, "market",
+                       order.quantity, order.state_seq, ts_event, state, reason, price, filled)
         )
         order.state_seq += 1
 
+    @staticmethod
+    def _accept(order: RestingOrder) -> None:
+        """Record the venue's acceptance at arrival, once."""
+        if order.managed.state == OrderState.SUBMITTED:
+            order.managed.venue_order_id = f"paper-{order.order_id}"
+            order.managed.transition(OrderState.ACCEPTED, order.arrival_ts, "queued")
 
-def slippage_bps(side: int, price: float, reference: float) -> float:
-    """Cost against the reference in bps; positive when the fill is worse than the reference."""
-    if not (math.isfinite(reference) and reference > 0):
-        return math.nan
-    return side * (price - reference) / reference * 1e4
-
-
-def _window_sum(ts: np.ndarray, qty: np.ndarray, low: int, high: int) -> float:
-    start = int(np.searchsorted(ts, low, "left"))
-    stop = int(np.searchsorted(ts, high, "left"))
-    return float(qty[start:stop].sum()) if stop > start else 0.0
-
-
-def _walk_depth(
-    side: int, quantity: float, arrival_ts: int, depth: DepthSamples, impact_bps: float
-) -> Execution | None:
-    sample = int(np.searchsorted(depth.ts_event, arrival_ts, "right")) - 1
-    if sample < 0:
-        return None
-    prices = np.asarray(depth.ask_price[sample] if side > 0 else depth.bid_price[sample])
-    sizes = np.asarray(depth.ask_qty[sample] if side > 0 else depth.bid_qty[sample])
-    valid = np.isfinite(prices) & np.isfinite(sizes) & (prices > 0) & (sizes > 0)
-    prices, sizes = prices[valid], sizes[valid]
-    if not len(prices):
-        return None
-    before = np.cumsum(sizes) - sizes
-    taken = np.clip(quantity - before, 0.0, sizes)
-    cost = float((taken * prices).sum())
-    remaining = quantity - float(taken.sum())
-    if remaining > 0:
-        cost += remaining * float(prices[-1]) * (1 + side * impact_bps / 1e4)
-    best_bid = float(depth.bid_price[sample][0])
-    best_ask = float(depth.ask_price[sample][0])
-    if math.isfinite(best_bid) and math.isfinite(best_ask) and 0 < best_bid <= best_ask:
-        reference = (best_bid + best_ask) / 2
-    else:
-        reference = float(prices[0])
-    return Execution(cost / quantity, reference, "depth")
+    def _limit_rows(self, order: RestingOrder) -> None:
+        """The limit order's new lifecycle records as `orders` rows."""
+        self._rows.extend(order.managed.journal_rows(order.rows_emitted))
+        order.rows_emitted = len(order.managed.history)
 
 
-def _from_quote(
-    side: int, arrival_ts: int, quotes: QuoteColumns, impact_bps: float
-) -> Execution | None:
-    row = int(np.searchsorted(quotes.ts_event, arrival_ts, "right")) - 1
-    if row < 0:
-        return None
-    bid = float(quotes.bid_price[row])
-    ask = float(quotes.ask_price[row])
-    if not (math.isfinite(bid) and math.isfinite(ask) and 0 < bid <= ask):
-        return None
-    touch = ask if side > 0 else bid
-    return Execution(touch * (1 + side * impact_bps / 1e4), (bid + ask) / 2, "quote")
+def _order_row(
+    symbol: str,
+    order_id: str,
+    intent: OrderIntent,
+    side: int,
+    order_type: str,
+    quantity: float,
+    state_seq: int,
+    ts_event: int,
+    state: str,
+    reason: str,
+    price: float,
+    filled_qty: float,
+) -> dict[str, Any]:
+    return {
+        "key": f"{order_id}:{state_seq}",
+        "ts_event": ts_event,
+        "symbol": symbol,
+        "order_id": order_id,
+        "client_order_id": f"ats-{order_id}",
+        "venue_order_id": None if state == "new" else f"paper-{order_id}",
+        "intent_id": intent.intent_id,
+        "side": side,
+        "order_type": order_type,
+        "quantity": quantity,
+        "price": price,
+        "filled_qty": filled_qty,
+        "state": state,
+        "reason": reason,
+    }
+
+
+def _next_sample_ts(
+    order: PaperOrder, depth: DepthSamples | None, quotes: QuoteColumns | None
+) -> int | None:
+    """The first book sample after the one the order's last partial walked, if known."""
+    times = sample_times(depth, quotes)
+    consumed = -(2**63) if order.consumed_sample_ts is None else order.consumed_sample_ts
+    after = int(np.searchsorted(times, consumed, "right"))
+    return int(times[after]) if after < len(times) else None

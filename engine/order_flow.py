@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from engine.batches import FeatureBatch
 from engine.config import SimulationConfig
 from engine.feed_health import FeedHealth
+from engine.funding import FundingSchedule, funding_payment, funding_row
 from engine.matching import PaperMatcher
 from engine.position_tracker import OrderContext, PositionTracker
 from engine.signal_rows import SignalLedger
 from engine.strategies.base import Signal
 from engine.types import Fill, Mark, OrderIntent, PortfolioUpdate, RiskDecision, intent_id_for
 
+# Tables every drain has; "funding" appears only when a funding payment was journaled.
 JOURNAL_TABLES_OUT: tuple[str, ...] = ("signals", "orders", "fills", "trades", "dead_letters")
 
 
@@ -53,6 +55,7 @@ class OrderFlow:
         self.tracker = PositionTracker(symbol)
         self.signals = SignalLedger(symbol, strategy_name)
         self.feed_health = FeedHealth()
+        self.funding = FundingSchedule()
         self.queue: deque[_QueuedIntent] = deque()
         self.updates: list[PortfolioUpdate] = []  # not yet handed to the gateway
         self.journal: dict[str, list[dict[str, Any]]] = {name: [] for name in JOURNAL_TABLES_OUT}
@@ -154,6 +157,7 @@ class OrderFlow:
             score=signal.score,
             reason=signal.reason,
             signal_id=signal_id,
+            features=intent_features(bar, signal.details),
         )
         context = OrderContext(kind, signal.reason, signal_id, signal.score, exits)
         self.queue.append(_QueuedIntent(opening, context))
@@ -172,6 +176,7 @@ class OrderFlow:
 
     def _decide(self, queued: _QueuedIntent, gateway: RiskGateway, batch: FeatureBatch) -> None:
         intent = queued.intent
+        self.settle_funding(intent.ts_event)
         decision = gateway.decide(intent, list(self.updates))
         self.updates = []
         self.counters["intents"] += 1
@@ -207,14 +212,19 @@ class OrderFlow:
     # ------------------------------------------------------------------ fills and marks
 
     def fill(self, batch: FeatureBatch, index: int) -> None:
-        """Fill the first order in flight against trade `index` of the batch."""
+        """Fill the first order in flight against trade `index` of the batch (wholly or in
+        part: the order stays in flight until the matcher is done with it)."""
+        self.settle_funding(int(batch.trades.ts_event[index]))
         order_id = self.matcher.pending[0].order_id
         fill = self.matcher.fill_next(
             batch.trades, index, self.next_sequence(), batch.quotes, batch.depth
         )
         self.journal["orders"].extend(self.matcher.drain_rows())
-        context = self._contexts.pop(order_id)
-        if fill is None:  # the matcher rejected it (no finite price): fail closed
+        if self.matcher.is_pending(order_id):
+            context = self._contexts[order_id]
+        else:
+            context = self._contexts.pop(order_id)
+        if fill is None:  # rejected (no finite price: fail closed) or the rest was cancelled
             row = self.signals.resolve_order(order_id, "order_rejected")
             if row is not None:
                 self.journal["signals"].append(row)
@@ -232,10 +242,22 @@ class OrderFlow:
 
     def mark(self, ts_event: int, price: float) -> None:
         """Mark the position to market (with its current stop) for risk."""
+        self.settle_funding(ts_event)
         self.updates.append(
             Mark(self.symbol, ts_event, self.next_sequence(), price, self.tracker.stop_price)
         )
         self.counters["marks"] += 1
+
+    def settle_funding(self, until: int) -> None:
+        """Pay or receive funding for every settlement before `until` (`engine.funding`)."""
+        for settlement in self.funding.due(until):
+            payment = funding_payment(
+                self.symbol, settlement, self.tracker.signed_quantity, self.next_sequence()
+            )
+            if payment is not None:
+                self.updates.append(payment)
+                self.journal.setdefault("funding", []).append(funding_row(payment))
+                self.counters["funding_payments"] += 1
 
     def finish(self) -> None:
         """End of stream: signals still waiting for a fill are journaled as acted."""
@@ -268,6 +290,20 @@ class OrderFlow:
         self.journal = {name: [] for name in JOURNAL_TABLES_OUT}
         self.counters = Counter()
         return drained
+
+
+def intent_features(
+    bar: Mapping[str, float], details: Mapping[str, object] | None
+) -> dict[str, float]:
+    """The numbers risk rules may use: the bar's values and indicators, then the signal's numeric
+    details (which win on a name clash). Non-finite values are left out."""
+    features: dict[str, float] = {}
+    for source in (bar, details or {}):
+        for name, value in source.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if math.isfinite(value):
+                    features[name] = float(value)
+    return features
 
 
 def fill_row(fill: Fill) -> dict[str, Any]:

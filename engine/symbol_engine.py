@@ -17,10 +17,12 @@ state, so a paused and resumed run journals exactly what an unpaused run does.
 
 Journal rows returned per step: `signals` (emitted once their outcome is known: rejected, not
 acted on, or filled, with execution latency and slippage), `orders`, `fills`, `trades` (round
-trips) and `dead_letters` (strategy errors, out-of-order bars). Counters are deltas since the
-previous step; `strategy_bars` (not `bars`, which the coordinator counts from the batches),
-`marks`, `market_trades`, `signals`, `intents`, `approved_intents`, `rejected_intents`, `orders`,
-`fills`, `round_trips`, `dead_letters`. The engine is picklable, paused or not.
+trips), `dead_letters` (strategy errors, out-of-order bars) and, only when a perpetual position
+paid or received funding (`engine.funding`, from `batch.marks`), `funding`. Counters are deltas
+since the previous step; `strategy_bars` (not `bars`, which the coordinator counts from the
+batches), `marks`, `market_trades`, `signals`, `intents`, `approved_intents`, `rejected_intents`,
+`orders`, `fills`, `round_trips`, `dead_letters`, `funding_payments`. The engine is picklable,
+paused or not.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class SymbolEngine:
 
     def _begin_batch(self, batch: FeatureBatch) -> None:
         self.flow.feed_health.observe(batch.feed_events)
+        self.flow.funding.observe(batch.marks)
         events, dropped = self.bars.begin(batch)
         for bar in dropped:
             self.flow.dead_letter(
@@ -156,6 +159,7 @@ class SymbolEngine:
             self._last_price = float(trades.price[-1])
             self._last_ts = int(trades.ts_event[-1])
         self._watermark = max(self._watermark, cursor.batch.watermark)
+        self.flow.settle_funding(self._watermark)
         self.bars.trim()
         self._cursor = None
         if self._finish_requested or cursor.batch.end_of_stream:
@@ -208,7 +212,9 @@ class SymbolEngine:
         tracker = flow.tracker
         trades = cursor.batch.trades
         start = cursor.trade_cursor
-        fill_index = flow.matcher.next_fill_index(trades, start)
+        fill_index = flow.matcher.next_fill_index(
+            trades, start, cursor.batch.depth, cursor.batch.quotes
+        )
         if fill_index is not None and fill_index >= limit:
             fill_index = None
         if fill_index is None and tracker.has_levels() and not flow.busy:

@@ -13,7 +13,8 @@ within one symbol the key order is the order the engine produced them in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 EventKey = tuple[int, str, int]
@@ -64,6 +65,9 @@ class OrderIntent:
     reason: str = ""
     signal_id: str | None = None
     data_stale: bool = False  # the feed reported the symbol's data stale at ts_event
+    # Numbers the strategy attached for risk rules (atr, atr_baseline, confidence, volatility,
+    # funding_rate, spread_bps...): finite floats only, by name. Empty when it attached none.
+    features: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> EventKey:
@@ -136,9 +140,31 @@ class Mark:
         return event_key(self.ts_event, self.symbol, self.sequence)
 
 
-PortfolioUpdate = Fill | Mark
+@dataclass(frozen=True)
+class FundingPayment:
+    """A perpetual's funding settlement on the symbol's position (see `engine.funding`).
+
+    `amount` is what the account paid, in quote currency: position quantity x `mark` x `rate`,
+    so a long pays (amount > 0) and a short receives (amount < 0) when the rate is positive.
+    `position` is the signed quantity held at the settlement time `ts_event`.
+    """
+
+    symbol: str
+    ts_event: int
+    sequence: int
+    amount: float
+    rate: float
+    mark: float
+    position: float = 0.0
+
+    @property
+    def key(self) -> EventKey:
+        return event_key(self.ts_event, self.symbol, self.sequence)
+
+
+PortfolioUpdate = Fill | Mark | FundingPayment
 
 
 def update_key(update: PortfolioUpdate) -> EventKey:
-    """Ordering key of a fill or a mark."""
+    """Ordering key of a fill, a mark or a funding payment."""
     return event_key(update.ts_event, update.symbol, update.sequence)

@@ -196,8 +196,13 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
             ("signal_id", _S), ("side", pa.int8()), ("intent_kind", _S), ("reduce_only", _B),
             ("requested_qty", _F), ("approved_qty", _F), ("approved", _B), ("rule", _S),
             ("reason", _S), ("equity", _F), ("portfolio_heat", _F), ("open_positions", _I),
-            ("gross_leverage", _F), ("daily_pnl", _F),
+            ("gross_leverage", _F), ("daily_pnl", _F), ("rules_applied", _S),
         ]
+    ),
+    # What risk rules asked for beyond a decision: alerts, halts, flattens (engine.rules).
+    "risk_events": pa.schema(
+        [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("rule", _S),
+         ("kind", _S), ("reason", _S)]
     ),
     "orders": pa.schema(
         [
@@ -233,13 +238,25 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
         [
             ("key", _S), ("run_id", _S), ("ts_event", _I), ("equity", _F), ("realized_pnl", _F),
             ("unrealized_pnl", _F), ("fees", _F), ("portfolio_heat", _F), ("gross_leverage", _F),
-            ("open_positions", _I), ("drawdown", _F),
+            ("open_positions", _I), ("drawdown", _F), ("funding", _F),
+        ]
+    ),
+    # Perpetual funding settlements on a position (engine.funding); amount > 0: the account paid.
+    "funding": pa.schema(
+        [
+            ("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("sequence", _I),
+            ("position", _F), ("mark_price", _F), ("rate", _F), ("amount", _F),
         ]
     ),
     "features": pa.schema(
         [("key", _S), ("run_id", _S)] + [field for field in BARS] + [("indicators", _S)]
     ),
     "book_events": pa.schema(
+        [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("kind", _S),
+         ("detail", _S)]
+    ),
+    # Live execution (engine.execution): reconciliation differences, kill, watchdog, countdown.
+    "execution_events": pa.schema(
         [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("kind", _S),
          ("detail", _S)]
     ),

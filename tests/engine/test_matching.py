@@ -7,13 +7,17 @@ import pickle
 
 import numpy as np
 import pytest
-from engine_builders import make_trades
+from engine_builders import RecordingGateway, make_trades
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.batches import DepthSamples, QuoteColumns
+from engine.batches import DepthSamples, FeatureBatch, QuoteColumns
 from engine.config import SimulationConfig
 from engine.matching import PaperMatcher
+from engine.order_flow import OrderFlow
+from engine.position_tracker import OrderContext
 from engine.timeframes import NS_PER_SECOND
-from engine.types import OrderIntent, intent_id_for
+from engine.types import Fill, OrderIntent, intent_id_for
 
 MS = 1_000_000
 T0 = 1_700_000_000 * NS_PER_SECOND
@@ -238,3 +242,206 @@ def test_estimated_slippage_and_pickling() -> None:
         clone.submit(order_intent(2), 1.0, T0).arrival_ts
         == matcher.submit(order_intent(2), 1.0, T0).arrival_ts
     )
+
+
+# ---------------------------------------------------------------- feed/order latency, partials
+
+
+def test_feed_and_order_latency_add_up_and_old_keys_still_work() -> None:
+    assert SimulationConfig(latency_ms=20.0, latency_jitter_ms=0.0) == SimulationConfig(
+        order_latency_ms=20.0, order_latency_jitter_ms=0.0
+    )
+    config = SimulationConfig(feed_latency_ms=100.0, order_latency_ms=50.0,
+                              order_latency_jitter_ms=0.0)
+    matcher = PaperMatcher("BTCUSDT", config)
+    order = matcher.submit(order_intent(), 1.0, T0)
+    assert order.arrival_ts == T0 + 150 * MS
+    trades = make_trades([T0 + 120 * MS, T0 + 150 * MS], [100.0, 101.0])
+    assert matcher.next_fill_index(trades, 0) == 1  # data 100 ms old + 50 ms on the wire
+    fill = matcher.fill_next(trades, 1, sequence=3)
+    assert fill is not None and fill.latency_ms == pytest.approx(150.0)
+
+
+def _book(
+    samples: list[tuple[int, list[tuple[float, float]], list[tuple[float, float]]]],
+) -> DepthSamples:
+    levels = max(max(len(bids), len(asks)) for _, bids, asks in samples)
+
+    def grid(side: int, column: int) -> np.ndarray:
+        rows = []
+        for sample in samples:
+            values = [level[column] for level in sample[side]]
+            rows.append(values + [math.nan] * (levels - len(values)))
+        return np.asarray(rows)
+
+    return DepthSamples(
+        np.asarray([ts for ts, _, _ in samples], np.int64), grid(1, 0), grid(1, 1), grid(2, 0),
+        grid(2, 1),
+    )
+
+
+def _partial_config(policy: str, timeout_ms: float = 5_000.0) -> SimulationConfig:
+    return SimulationConfig(
+        order_latency_ms=0.0, order_latency_jitter_ms=0.0, taker_fee_bps=4.0,
+        market_remainder=policy, market_remainder_timeout_ms=timeout_ms,
+    )
+
+
+def test_ioc_policy_fills_the_visible_book_and_cancels_the_rest() -> None:
+    matcher = PaperMatcher("BTCUSDT", _partial_config("cancel"))
+    depth = _book([(T0, [(99.0, 1.0)], [(101.0, 1.0), (102.0, 2.0)])])
+    trades = make_trades([T0 + 10 * MS], [100.0], [50.0])
+    matcher.submit(order_intent(side=1), 5.0, T0)
+    fill = matcher.fill_next(trades, 0, sequence=4, depth=depth)
+    assert fill is not None
+    assert fill.quantity == pytest.approx(3.0)
+    assert fill.price == pytest.approx((101.0 + 2 * 102.0) / 3.0)
+    assert fill.fee == pytest.approx(3.0 * fill.price * 4.0 / 1e4) and fill.liquidity == "taker"
+    assert not matcher.pending and matcher.pending_quantity() == 0.0
+    rows = matcher.drain_rows()
+    assert [(row["state"], row["filled_qty"]) for row in rows] == [
+        ("new", 0.0), ("accepted", 0.0), ("partially_filled", 3.0), ("canceled", 3.0)
+    ]
+
+
+def test_next_sample_policy_fills_the_rest_on_the_next_book() -> None:
+    matcher = PaperMatcher("BTCUSDT", _partial_config("next_sample"))
+    depth = _book([
+        (T0, [(99.0, 1.0)], [(101.0, 1.0), (102.0, 2.0)]),
+        (T0 + NS_PER_SECOND, [(99.0, 1.0)], [(103.0, 1.0), (104.0, 5.0)]),
+    ])
+    trades = make_trades(
+        [T0 + 10 * MS, T0 + 500 * MS, T0 + NS_PER_SECOND + 5 * MS], [100.0, 100.0, 103.0]
+    )
+    matcher.submit(order_intent(side=1), 5.0, T0)
+    assert matcher.next_fill_index(trades, 0, depth) == 0
+    first = matcher.fill_next(trades, 0, sequence=4, depth=depth)
+    assert first is not None and first.quantity == pytest.approx(3.0)
+    assert matcher.pending_quantity() == pytest.approx(2.0)
+    assert matcher.next_fill_index(trades, 0, depth) == 2  # waits for the next sample
+    assert matcher.next_fill_index(trades, 0) is None  # without the book it cannot know
+    second = matcher.fill_next(trades, 2, sequence=5, depth=depth)
+    assert second is not None
+    assert (second.quantity, second.price) == (pytest.approx(2.0), pytest.approx(103.5))
+    assert (first.fill_id, second.fill_id) == ("BTCUSDT:f4", "BTCUSDT:f5")
+    assert second.ts_event == T0 + NS_PER_SECOND + 5 * MS
+    assert not matcher.pending
+    states = [row["state"] for row in matcher.drain_rows()]
+    assert states == ["new", "accepted", "partially_filled", "filled"]
+
+
+def test_next_sample_policy_cancels_the_rest_after_the_timeout() -> None:
+    matcher = PaperMatcher("BTCUSDT", _partial_config("next_sample", timeout_ms=500.0))
+    depth = _book([(T0, [(99.0, 1.0)], [(101.0, 1.0)])])
+    trades = make_trades([T0 + 10 * MS, T0 + 600 * MS], [100.0, 100.0])
+    matcher.submit(order_intent(side=1), 2.0, T0)
+    assert matcher.fill_next(trades, 0, sequence=4, depth=depth) is not None
+    assert matcher.next_fill_index(trades, 1, depth) == 1  # the first trade past the deadline
+    assert matcher.fill_next(trades, 1, sequence=5, depth=depth) is None
+    rows = matcher.drain_rows()
+    assert (rows[-1]["state"], rows[-1]["filled_qty"], rows[-1]["ts_event"]) == (
+        "canceled", 1.0, T0 + 600 * MS
+    )
+    assert not matcher.pending
+
+
+def test_quote_touch_size_limits_a_partial_fill() -> None:
+    matcher = PaperMatcher("BTCUSDT", _partial_config("cancel"))
+    quotes = QuoteColumns(
+        np.asarray([T0], np.int64), np.asarray([T0], np.int64), np.asarray([1], np.int64),
+        np.asarray([99.0]), np.asarray([4.0]), np.asarray([101.0]), np.asarray([0.5]),
+    )
+    trades = make_trades([T0 + MS], [100.0], [1e9])  # huge volume: impact ~ 0
+    matcher.submit(order_intent(side=-1), 10.0, T0)
+    fill = matcher.fill_next(trades, 0, sequence=1, quotes=quotes)
+    assert fill is not None and fill.quantity == pytest.approx(4.0)
+    assert fill.price == pytest.approx(99.0, rel=1e-9)
+
+
+def test_same_input_gives_identical_fills_and_rows() -> None:
+    def run() -> tuple[list[object], list[dict[str, object]]]:
+        config = SimulationConfig(order_latency_jitter_ms=30.0, feed_latency_ms=5.0,
+                                  market_remainder="next_sample", seed=11)
+        matcher = PaperMatcher("BTCUSDT", config)
+        rng = np.random.default_rng(3)
+        times = T0 + np.sort(rng.integers(0, 5 * NS_PER_SECOND, 200))
+        trades = make_trades(times, 100 + rng.normal(0, 0.1, 200), rng.uniform(0.1, 2, 200))
+        depth = _book([
+            (T0 + second * NS_PER_SECOND, [(99.9, 1.0)], [(100.1, 0.7), (100.2, 0.9)])
+            for second in range(6)
+        ])
+        fills: list[object] = []
+        sequence = 0
+        for number in range(5):
+            matcher.submit(order_intent(number, side=1 - 2 * (number % 2)), 2.5,
+                           T0 + number * 700 * MS)
+        cursor = 0
+        while (index := matcher.next_fill_index(trades, cursor, depth)) is not None:
+            sequence += 1
+            fills.append(matcher.fill_next(trades, index, sequence, depth=depth))
+            cursor = index
+        return fills, matcher.drain_rows()
+
+    first, second = run(), run()
+    assert first == second
+    assert len([fill for fill in first[0] if fill is not None]) >= 5
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(
+    st.floats(0.1, 20.0),
+    st.lists(st.lists(st.floats(0.01, 3.0), min_size=1, max_size=4), min_size=1, max_size=5),
+    st.sampled_from(["next_sample", "cancel", "impact"]),
+)
+def test_partial_fills_never_exceed_the_order(
+    quantity: float, books: list[list[float]], policy: str
+) -> None:
+    matcher = PaperMatcher("BTCUSDT", _partial_config(policy, timeout_ms=3_500.0))
+    depth = _book([
+        (T0 + number * NS_PER_SECOND, [(99.0, 1.0)],
+         [(101.0 + level, size) for level, size in enumerate(sizes)])
+        for number, sizes in enumerate(books)
+    ])
+    trades = make_trades([T0 + ms * 250 * MS for ms in range(1, 25)], [100.0] * 24, 5.0)
+    matcher.submit(order_intent(side=1), quantity, T0)
+    fills, cursor, sequence = [], 0, 0
+    while (index := matcher.next_fill_index(trades, cursor, depth)) is not None:
+        sequence += 1
+        fills.append(matcher.fill_next(trades, index, sequence, depth=depth))
+        cursor = index
+    filled = [fill for fill in fills if fill is not None]
+    total = sum(fill.quantity for fill in filled)
+    assert 0 < total <= quantity * (1 + 1e-9)
+    assert all(fill.quantity > 0 and fill.liquidity == "taker" for fill in filled)
+    assert len({fill.fill_id for fill in filled}) == len(filled)
+    if policy == "impact" or quantity <= sum(books[0]):
+        assert total == pytest.approx(quantity)
+    if policy == "cancel":
+        assert total == pytest.approx(min(quantity, sum(books[0])))
+
+
+def test_order_flow_keeps_a_partially_filled_exit_in_flight_until_done() -> None:
+    flow = OrderFlow("BTCUSDT", "test", _partial_config("next_sample"))
+    opening = Fill("BTCUSDT:f0", "BTCUSDT:o0", "BTCUSDT", T0 - NS_PER_SECOND, 0, 1, 3.0, 100.0,
+                   100.0, 0.0, "taker", 0.0, 0.0)
+    flow.tracker.apply_fill(opening, OrderContext("entry", "test"))
+    depth = _book([
+        (T0, [(99.0, 1.0)], [(101.0, 1.0)]),
+        (T0 + NS_PER_SECOND, [(98.0, 5.0)], [(101.0, 1.0)]),
+    ])
+    trades = make_trades([T0 + 10 * MS, T0 + NS_PER_SECOND + 10 * MS], [100.0, 98.5])
+    batch = FeatureBatch("BTCUSDT", 0, T0 + 2 * NS_PER_SECOND, trades, {}, depth=depth)
+    flow.queue_exit(T0, 100.0, 3.0, "stop", None)
+    assert not flow.decide_queued(2**62, RecordingGateway(), batch)
+    flow.fill(batch, 0)
+    assert flow.tracker.signed_quantity == pytest.approx(2.0) and flow.busy
+    assert flow.matcher.next_fill_index(trades, 0, depth) == 1
+    flow.fill(batch, 1)
+    assert flow.tracker.signed_quantity == 0.0 and not flow.busy
+    updates, journal, counters = flow.drain()
+    assert [(fill["quantity"], fill["price"]) for fill in journal["fills"]] == [(1.0, 99.0),
+                                                                               (2.0, 98.0)]
+    assert counters["fills"] == 2 and len(journal["trades"]) == 1
+    assert [(update.fill_id, update.quantity) for update in updates] == [
+        ("BTCUSDT:f1", 1.0), ("BTCUSDT:f2", 2.0)
+    ]
