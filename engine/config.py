@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.rules.profile import RiskProfile, load_profile
 from engine.timeframes import DEFAULT_TIMEFRAMES, TIMEFRAMES, parse_duration_ns
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -102,15 +104,53 @@ class RiskConfig(_Frozen):
     default_stop_pct: float = Field(
         0.02, gt=0, le=1, description="stop distance assumed for heat when an intent has none"
     )
+    profile: RiskProfile | None = Field(
+        None,
+        description="a risk profile (bundled name under configs/risk/, a path, or inline); "
+        "when set, its rules replace the flat limits above",
+    )
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _load_profile(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return load_profile(value)
+        return value
 
 
 class SimulationConfig(_Frozen):
-    """Paper matching: latency, fees and slippage. The RNG is seeded for deterministic replay."""
+    """Paper matching: latency, fees, slippage, partial fills. The RNG is seeded for deterministic
+    replay. Latencies are explained in `engine.matching`: the feed latency delays when the
+    strategy could act on what it saw, the order latency (plus jitter) is the order's trip to the
+    venue. `latency_ms`/`latency_jitter_ms` are accepted as the older names of the order latency.
+    """
 
-    latency_ms: float = Field(50.0, ge=0, description="mean order latency")
-    latency_jitter_ms: float = Field(10.0, ge=0, description="uniform jitter around the mean")
-    maker_fee_bps: float = Field(1.0, ge=0)
-    taker_fee_bps: float = Field(4.0, ge=0)
+    feed_latency_ms: float = Field(
+        0.0, ge=0, description="market data age when the strategy decides (constant)"
+    )
+    order_latency_ms: float = Field(
+        50.0,
+        ge=0,
+        validation_alias=AliasChoices("order_latency_ms", "latency_ms"),
+        description="mean trip of an order or cancel to the venue",
+    )
+    order_latency_jitter_ms: float = Field(
+        10.0,
+        ge=0,
+        validation_alias=AliasChoices("order_latency_jitter_ms", "latency_jitter_ms"),
+        description="uniform jitter around the mean order latency",
+    )
+    maker_fee_bps: float = Field(1.0, ge=0, description="fee of resting limit-order fills")
+    taker_fee_bps: float = Field(4.0, ge=0, description="fee of market and crossing fills")
+    market_remainder: Literal["impact", "next_sample", "cancel"] = Field(
+        "impact",
+        description="what a market order larger than the visible book does with the rest: "
+        "'impact' fills it at once at the last level moved by the impact term; 'next_sample' "
+        "waits for the next book sample; 'cancel' cancels it",
+    )
+    market_remainder_timeout_ms: float = Field(
+        5_000.0, gt=0, description="'next_sample': the rest still open this long is cancelled"
+    )
     default_spread_bps: float = Field(
         1.0, ge=0, description="spread assumed when no quote or book is present"
     )

@@ -3,17 +3,26 @@
 `PortfolioRisk` is the state the PortfolioRiskActor wraps. Fills and marks from every symbol are
 `submit`ted into a buffer and applied lazily: `decide(intent)` first applies, in
 `(ts_event, symbol, sequence)` order, every buffered update whose key is below the intent's key,
-then runs the rule chain of `engine.risk_rules`. Because application order depends only on keys,
+then runs the rules of the run's risk profile (`engine.rules`; the flat `risk:` settings when the
+config names no profile). Because application order depends only on keys,
 never on arrival order, a multi-symbol replay decides the same way however its messages interleave
 (DESIGN.md, Time and determinism). An update that arrives after a decision with a later key has
 been taken is still applied (in key order among the buffered ones) and counted as late: a
 coordinator bug, never silently hidden.
 
 Accounting: per symbol a signed quantity and average price; realized P&L on reductions; fees
-separately; equity = initial + realized - fees + unrealized (at the last mark). The day's start
+separately; funding payments (`FundingPayment`, amount > 0 paid) in `funding`;
+equity = initial + realized - fees - funding + unrealized (at the last mark). The day's start
 equity is the equity when the first event of a UTC day (by ts_event) is seen. Reserved exposure:
 an approved intent's order counts in the projected position until its fills arrive (order ids
 come from `engine.types.order_id_for`); an order that never fills keeps its reservation.
+
+Rules observe the portfolio: after every applied update they see the fill or mark, the equity it
+left, each round trip that went flat (`TradeClosed`, with its initial risk for R multiples), each
+new UTC day and each venue API call (`observe_api_call`). What they ask for beyond refusing
+entries (alert, halt, flatten) is journaled in `risk_events` and queued for the engine
+(`drain_actions`); a "halt" halts here at once. `reset_halt` is the manual reset: it clears the
+halt and every rule's suspension.
 
 Fail closed: a non-finite mark is ignored (counted); a non-finite equity makes every entry fail
 with "invalid_input", while reduce-only exits still pass.
@@ -29,11 +38,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import RiskConfig
-from engine.risk_rules import PortfolioSnapshot, evaluate
+from engine.rules.base import (
+    ApiCallObserved,
+    DayStarted,
+    EquityObserved,
+    FillObserved,
+    MarkObserved,
+    PortfolioSnapshot,
+    PositionExposure,
+    RiskAction,
+    RiskEvent,
+    TradeClosed,
+)
+from engine.rules.chain import evaluate
+from engine.rules.core import default_profile
 from engine.timeframes import NS_PER_DAY
 from engine.types import (
     EventKey,
     Fill,
+    FundingPayment,
     Mark,
     OrderIntent,
     PortfolioUpdate,
@@ -61,6 +84,10 @@ class _SymbolBook:
     stop: float | None = None
     realized: float = 0.0
     pending: dict[str, _PendingOrder] = field(default_factory=dict)
+    # the open round trip: realized P&L and fees since it opened, and its initial risk
+    trip_pnl: float = 0.0
+    trip_fees: float = 0.0
+    trip_risk: float = 0.0
 
     def projected(self) -> float:
         total = self.quantity + sum(order.side * order.remaining for order in self.pending.values())
@@ -104,6 +131,8 @@ class PortfolioRisk:
         if not (math.isfinite(initial_equity) and initial_equity > 0):
             raise ValueError(f"initial equity must be finite and > 0, got {initial_equity!r}")
         self.config = config
+        self.profile = config.profile or default_profile(config)
+        self.rules = self.profile.build()
         self.initial_equity = float(initial_equity)
         self._books: dict[str, _SymbolBook] = {}
         self._buffer: list[tuple[EventKey, int, PortfolioUpdate]] = []
@@ -111,35 +140,47 @@ class PortfolioRisk:
         self._frontier: EventKey | None = None  # highest key applied or decided
         self.realized = 0.0
         self.fees = 0.0
+        self.funding = 0.0  # funding paid (received is negative), quote currency
         self.equity = self.initial_equity
         self.peak_equity = self.initial_equity
         self.max_drawdown = 0.0
         self._day: int | None = None
         self.day_start_equity = self.initial_equity
-        self._loss_limit_day: int | None = None
+        self._now = 0  # ts_event of the latest update or decision
         self.halted = False
         self.halt_reason = ""
         self.late_updates = 0
         self.invalid_updates = 0
         self.decisions: Counter[str] = Counter()
+        self.actions: Counter[str] = Counter()
         self.approved = 0
         self.rejected = 0
+        self._pending_actions: list[RiskAction] = []
+        self._event_sequence = 0
         self._journal: dict[str, list[dict[str, Any]]] = {
             "risk_decisions": [],
             "equity": [],
             "positions": [],
+            "risk_events": [],
         }
 
     # ------------------------------------------------------------------ manual overrides
 
     def halt(self, reason: str) -> None:
-        """Kill switch: reject new entries until `resume`; reduce-only exits still pass."""
+        """Kill switch: reject new entries until `reset_halt`; reduce-only exits still pass."""
         self.halted = True
         self.halt_reason = reason or "manual halt"
 
-    def resume(self) -> None:
+    def reset_halt(self) -> None:
+        """The manual reset: clear the halt and every rule's suspension."""
         self.halted = False
         self.halt_reason = ""
+        for rule in self.rules:
+            rule.manual_reset()
+
+    def resume(self) -> None:
+        """Older name of `reset_halt`."""
+        self.reset_halt()
 
     # ------------------------------------------------------------------ updates
 
@@ -161,6 +202,10 @@ class PortfolioRisk:
         """End of run: apply what is left."""
         self.apply_all()
 
+    def observe_api_call(self, ts_event: int, ok: bool, what: str = "") -> None:
+        """One venue call by live execution, succeeded or failed; rules watch the error rate."""
+        self._emit(ApiCallObserved(ts_event, ok, what), None)
+
     def _apply_until(self, key: EventKey) -> None:
         while self._buffer and self._buffer[0][0] < key:
             self._apply(heapq.heappop(self._buffer)[2])
@@ -176,16 +221,25 @@ class PortfolioRisk:
         book = self._books.setdefault(update.symbol, _SymbolBook())
         if isinstance(update, Fill):
             self._apply_fill(book, update)
+        elif isinstance(update, FundingPayment):
+            self.funding += update.amount
+            self._refresh()
         else:
             self._apply_mark(book, update)
+        self._emit(EquityObserved(update.ts_event), update.symbol)
 
     def _apply_fill(self, book: _SymbolBook, fill: Fill) -> None:
         signed = fill.side * fill.quantity
+        stop_distance = (abs(fill.price - fill.stop_price) if fill.stop_price is not None
+                         else math.nan)
+        closed: TradeClosed | None = None
         if book.quantity == 0 or book.quantity * signed > 0:
             total = abs(book.quantity) + fill.quantity
             weighted = abs(book.quantity) * (book.avg_price if book.quantity else 0.0)
             book.avg_price = (weighted + fill.quantity * fill.price) / total
             book.quantity += signed
+            book.trip_risk += fill.quantity * stop_distance
+            book.trip_fees += fill.fee
         else:
             closing = min(fill.quantity, abs(book.quantity))
             direction = 1 if book.quantity > 0 else -1
@@ -193,11 +247,20 @@ class PortfolioRisk:
             book.realized += pnl
             self.realized += pnl
             book.quantity += signed
+            closing_fee = fill.fee * closing / fill.quantity
+            book.trip_pnl += pnl
+            book.trip_fees += closing_fee
+            if abs(book.quantity) < _EPSILON or book.quantity * direction < 0:
+                closed = TradeClosed(fill.symbol, fill.ts_event, book.trip_pnl - book.trip_fees,
+                                     book.trip_risk, book.trip_fees)
+                book.trip_pnl = book.trip_fees = book.trip_risk = 0.0
             if abs(book.quantity) < _EPSILON:
                 book.quantity = 0.0
                 book.avg_price = math.nan
             elif book.quantity * direction < 0:  # flipped through zero: the rest opens here
                 book.avg_price = fill.price
+                book.trip_fees = fill.fee - closing_fee
+                book.trip_risk = abs(book.quantity) * stop_distance
         self.fees += fill.fee
         book.mark = fill.price
         book.stop = fill.stop_price if book.quantity != 0 else None
@@ -220,6 +283,9 @@ class PortfolioRisk:
                 "stop_price": book.stop,
             }
         )
+        self._emit(FillObserved(fill), fill.symbol)
+        if closed is not None:
+            self._emit(closed, fill.symbol)
 
     def _apply_mark(self, book: _SymbolBook, mark: Mark) -> None:
         if math.isfinite(mark.price) and mark.price > 0:
@@ -237,12 +303,48 @@ class PortfolioRisk:
                 "realized_pnl": self.realized,
                 "unrealized_pnl": self._unrealized(),
                 "fees": self.fees,
+                "funding": self.funding,
                 "portfolio_heat": heat / self.equity if self.equity > 0 else math.inf,
                 "gross_leverage": gross / self.equity if self.equity > 0 else math.inf,
                 "open_positions": open_positions,
                 "drawdown": self.drawdown,
             }
         )
+        if math.isfinite(mark.price) and mark.price > 0:
+            self._emit(MarkObserved(mark.symbol, mark.ts_event, mark.price), mark.symbol)
+
+    # ------------------------------------------------------------------ rules observing
+
+    def _emit(self, event: RiskEvent, symbol: str | None) -> None:
+        """Show one event to every rule; journal and act on what they ask for."""
+        self._now = max(self._now, event.fill.ts_event if isinstance(event, FillObserved)
+                        else event.ts_event)
+        snapshot = self._snapshot(self._now, symbol)
+        for rule in self.rules:
+            for action in rule.observe(event, snapshot):
+                self._record_action(action)
+
+    def _record_action(self, action: RiskAction) -> None:
+        self.actions[f"{action.rule}:{action.kind}"] += 1
+        if action.kind == "halt" and not self.halted:
+            self.halt(f"{action.rule}: {action.reason}")
+        self._pending_actions.append(action)
+        self._journal["risk_events"].append(
+            {
+                "key": f"{self._now}:{self._event_sequence}",
+                "ts_event": self._now,
+                "symbol": action.symbol or "",
+                "rule": action.rule,
+                "kind": action.kind,
+                "reason": action.reason,
+            }
+        )
+        self._event_sequence += 1
+
+    def drain_actions(self) -> list[RiskAction]:
+        """What rules asked the engine to do (flatten, halt, alert) since the last drain."""
+        actions, self._pending_actions = self._pending_actions, []
+        return actions
 
     # ------------------------------------------------------------------ equity state
 
@@ -260,32 +362,60 @@ class PortfolioRisk:
         return sum(book.unrealized() for book in self._books.values())
 
     def _refresh(self) -> None:
-        self.equity = self.initial_equity + self.realized - self.fees + self._unrealized()
+        self.equity = (
+            self.initial_equity + self.realized - self.fees - self.funding + self._unrealized()
+        )
         if self.equity > self.peak_equity:
             self.peak_equity = self.equity
         drawdown = self.drawdown
         if math.isfinite(drawdown):
             self.max_drawdown = max(self.max_drawdown, drawdown)
-        limit = self.day_start_equity * (1.0 - self.config.daily_loss_limit)
-        if self._day is not None and self.equity <= limit:
-            self._loss_limit_day = self._day
 
     def _roll_day(self, ts_event: int) -> None:
         day = ts_event // NS_PER_DAY
         if self._day is None or day > self._day:
+            first = self._day is None
+            previous_pnl = None if first else self.equity - self.day_start_equity
+            previous_start = None if first else self.day_start_equity
             self._day = day
             self.day_start_equity = self.equity
             self._refresh()
+            self._emit(DayStarted(ts_event, day, self.equity, previous_pnl, previous_start), None)
 
     def _exposure(self) -> tuple[float, float, int]:
         heat = gross = 0.0
         open_positions = 0
         for book in self._books.values():
-            book_heat, book_gross = book.exposure(self.config.default_stop_pct)
+            book_heat, book_gross = book.exposure(self.profile.default_stop_pct)
             heat += book_heat
             gross += book_gross
             open_positions += book.projected() != 0
         return heat, gross, open_positions
+
+    def _snapshot(self, ts_event: int, symbol: str | None) -> PortfolioSnapshot:
+        positions: list[PositionExposure] = []
+        for name in sorted(self._books):
+            book = self._books[name]
+            projected = book.projected()
+            if projected == 0:
+                continue
+            heat, notional = book.exposure(self.profile.default_stop_pct)
+            positions.append(PositionExposure(name, projected, book.price(), heat, notional))
+        symbol_book = self._books.get(symbol) if symbol is not None else None
+        return PortfolioSnapshot(
+            ts_event=ts_event,
+            equity=self.equity,
+            peak_equity=self.peak_equity,
+            day_start_equity=self.day_start_equity,
+            daily_pnl=self.daily_pnl,
+            halted=self.halted,
+            halt_reason=self.halt_reason,
+            open_positions=len(positions),
+            heat=sum(position.heat for position in positions),
+            gross_notional=sum(position.notional for position in positions),
+            symbol_quantity=symbol_book.projected() if symbol_book is not None else 0.0,
+            positions=tuple(positions),
+        )
 
     # ------------------------------------------------------------------ decisions
 
@@ -294,21 +424,11 @@ class PortfolioRisk:
         self._apply_until(intent.key)
         self._advance_frontier(intent.key)
         self._roll_day(intent.ts_event)
+        self._now = max(self._now, intent.ts_event)
         book = self._books.setdefault(intent.symbol, _SymbolBook())
-        heat, gross, open_positions = self._exposure()
-        snapshot = PortfolioSnapshot(
-            equity=self.equity,
-            day_start_equity=self.day_start_equity,
-            daily_pnl=self.daily_pnl,
-            daily_limit_hit=self._loss_limit_day == self._day,
-            halted=self.halted,
-            halt_reason=self.halt_reason,
-            open_positions=open_positions,
-            heat=heat,
-            gross_notional=gross,
-            symbol_quantity=book.projected(),
-        )
-        outcome = evaluate(intent, snapshot, self.config)
+        snapshot = self._snapshot(intent.ts_event, intent.symbol)
+        decided = evaluate(self.rules, intent, snapshot, self.profile.default_stop_pct)
+        outcome = decided.outcome
         approved = outcome.verdict != "reject"
         quantity = float(outcome.quantity or 0.0) if approved else 0.0
         if approved:
@@ -329,17 +449,20 @@ class PortfolioRisk:
             reason=outcome.reason,
             equity=self.equity,
             portfolio_heat=snapshot.portfolio_heat,
-            open_positions=open_positions,
+            open_positions=snapshot.open_positions,
             gross_leverage=snapshot.gross_leverage,
             daily_pnl=snapshot.daily_pnl,
         )
-        self._journal["risk_decisions"].append(_decision_row(intent, decision))
+        row = _decision_row(intent, decision)
+        row["rules_applied"] = " | ".join(decided.notes)
+        self._journal["risk_decisions"].append(row)
         return decision
 
     # ------------------------------------------------------------------ journal and summary
 
     def drain_journal(self) -> dict[str, list[dict[str, Any]]]:
-        """Rows journaled since the last drain, per table (risk_decisions, equity, positions)."""
+        """Rows journaled since the last drain, per table (risk_decisions, equity, positions,
+        risk_events)."""
         rows = self._journal
         self._journal = {name: [] for name in rows}
         return rows
@@ -352,11 +475,13 @@ class PortfolioRisk:
     def summary(self) -> dict[str, Any]:
         heat, gross, open_positions = self._exposure()
         return {
+            "profile": self.profile.name,
             "initial_equity": self.initial_equity,
             "equity": self.equity,
             "realized_pnl": self.realized,
             "unrealized_pnl": self._unrealized(),
             "fees": self.fees,
+            "funding": self.funding,
             "peak_equity": self.peak_equity,
             "drawdown": self.drawdown,
             "max_drawdown": self.max_drawdown,
@@ -366,6 +491,7 @@ class PortfolioRisk:
             "approved": self.approved,
             "rejected": self.rejected,
             "decisions_by_rule": dict(sorted(self.decisions.items())),
+            "risk_actions": dict(sorted(self.actions.items())),
             "late_updates": self.late_updates,
             "invalid_updates": self.invalid_updates,
             "halted": self.halted,

@@ -417,7 +417,9 @@ def test_journal_rows_and_summary() -> None:
     assert summary["equity"] == pytest.approx(EQUITY + 2.0 * decision.quantity - 2.0)
     assert (summary["approved"], summary["rejected"]) == (2, 0)
     assert summary["open_positions"] == 0
-    assert risk.drain_journal() == {"risk_decisions": [], "equity": [], "positions": []}
+    assert risk.drain_journal() == {
+        "risk_decisions": [], "equity": [], "positions": [], "risk_events": []
+    }
 
 
 def test_drawdown_tracks_the_peak() -> None:

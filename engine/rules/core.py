@@ -1,0 +1,254 @@
+"""The rules every profile builds on: halts, stale data, daily loss, flips, position count,
+fixed-fractional sizing, portfolio heat and gross leverage.
+
+`default_profile(risk_config)` assembles them from the flat `risk:` section of a run config, which
+is what a run uses when it names no profile (and what runs used before profiles existed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field
+
+from engine.rules.base import (
+    DayStarted,
+    EquityObserved,
+    PortfolioSnapshot,
+    Proposal,
+    RiskAction,
+    RiskEvent,
+    RiskRule,
+    RuleOutcome,
+    Stage,
+)
+from engine.rules.profile import RiskProfile, RuleConfig, register_rule
+from engine.timeframes import NS_PER_DAY
+
+if TYPE_CHECKING:
+    from engine.config import RiskConfig
+
+
+# ------------------------------------------------------------------ gates
+
+
+@dataclass
+class KillSwitch(RiskRule):
+    """No new entry while trading is halted (manual halt, kill switch, shutdown)."""
+
+    name: ClassVar[str] = "kill_switch"
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if snapshot.halted:
+            return self.reject(f"trading halted: {snapshot.halt_reason}")
+        return self.approve(proposal, "not halted")
+
+
+@register_rule
+class KillSwitchConfig(RuleConfig):
+    rule: Literal["kill_switch"] = "kill_switch"
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return KillSwitch()
+
+
+@dataclass
+class StaleData(RiskRule):
+    """No new entry on data the live feed reported stale (no update for its alarm time)."""
+
+    name: ClassVar[str] = "stale_data"
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if proposal.intent.data_stale:
+            return self.reject(f"{proposal.intent.symbol} market data is stale (feed alarm); "
+                               "entries wait until it is fresh")
+        return self.approve(proposal, "data fresh")
+
+
+@register_rule
+class StaleDataConfig(RuleConfig):
+    rule: Literal["stale_data"] = "stale_data"
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return StaleData()
+
+
+@dataclass
+class DailyLossLimit(RiskRule):
+    """Once equity fell `limit_pct` below the day's start, no entries until 00:00 UTC."""
+
+    name: ClassVar[str] = "daily_loss_limit"
+    limit_pct: float = 0.03
+    blocked_day: int | None = None
+
+    def observe(self, event: RiskEvent, snapshot: PortfolioSnapshot) -> Sequence[RiskAction]:
+        if not isinstance(event, EquityObserved | DayStarted):
+            return ()
+        day = event.ts_event // NS_PER_DAY
+        limit = snapshot.day_start_equity * (1.0 - self.limit_pct)
+        if snapshot.equity <= limit and self.blocked_day != day:
+            self.blocked_day = day
+            reason = (f"daily loss {snapshot.daily_pnl:.2f} reached the {self.limit_pct:.2%} "
+                      "limit; no entries until 00:00 UTC")
+            return (RiskAction("block_entries", self.name, reason),)
+        return ()
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if self.blocked_day == snapshot.ts_event // NS_PER_DAY:
+            return self.reject(
+                f"daily loss limit of {self.limit_pct:.2%} reached today "
+                f"(daily P&L {snapshot.daily_pnl:.2f} from {snapshot.day_start_equity:.2f})")
+        return self.approve(proposal, "within the daily loss limit")
+
+
+@register_rule
+class DailyLossLimitConfig(RuleConfig):
+    rule: Literal["daily_loss_limit"] = "daily_loss_limit"
+    limit_pct: float = Field(0.03, gt=0, le=1)
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return DailyLossLimit(limit_pct=self.limit_pct)
+
+
+@dataclass
+class NetFlip(RiskRule):
+    """An entry against the symbol's position is refused: close it reduce-only first, then
+    enter (that is how the engine sends a reverse)."""
+
+    name: ClassVar[str] = "net_flip"
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if snapshot.symbol_quantity * proposal.intent.side < 0:
+            return self.reject(
+                f"intent side {proposal.intent.side:+d} opposes the projected position "
+                f"{snapshot.symbol_quantity:g}; send a reduce-only close, then an entry")
+        return self.approve(proposal, "no flip")
+
+
+@register_rule
+class NetFlipConfig(RuleConfig):
+    rule: Literal["net_flip"] = "net_flip"
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return NetFlip()
+
+
+@dataclass
+class MaxOpenPositions(RiskRule):
+    """No new symbol once `limit` symbols hold a projected position."""
+
+    name: ClassVar[str] = "max_open_positions"
+    limit: int = 5
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if snapshot.symbol_quantity == 0 and snapshot.open_positions >= self.limit:
+            return self.reject(f"{snapshot.open_positions} positions open, limit {self.limit}")
+        return self.approve(proposal, "position count ok")
+
+
+@register_rule
+class MaxOpenPositionsConfig(RuleConfig):
+    rule: Literal["max_open_positions"] = "max_open_positions"
+    limit: int = Field(5, ge=1)
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return MaxOpenPositions(limit=self.limit)
+
+
+# ------------------------------------------------------------------ sizing
+
+
+@dataclass
+class FixedFractional(RiskRule):
+    """Risk `risk_pct` of equity over the stop distance, when the intent left sizing to risk."""
+
+    name: ClassVar[str] = "fixed_fractional"
+    stage: ClassVar[Stage] = "size"
+    risk_pct: float = 0.01
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if proposal.quantity is not None:
+            return self.approve(proposal, "quantity given")
+        quantity = self.risk_pct * snapshot.equity / proposal.stop_distance
+        return self.sized(quantity, f"{self.risk_pct:.2%} of equity {snapshot.equity:.2f} over "
+                          f"stop distance {proposal.stop_distance:g}")
+
+
+@register_rule
+class FixedFractionalConfig(RuleConfig):
+    rule: Literal["fixed_fractional"] = "fixed_fractional"
+    risk_pct: float = Field(0.01, gt=0, le=1)
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return FixedFractional(risk_pct=self.risk_pct)
+
+
+# ------------------------------------------------------------------ limits
+
+
+@dataclass
+class PortfolioHeat(RiskRule):
+    """Open risk (qty x |price - stop|) including the new position stays within `limit_pct` of
+    equity."""
+
+    name: ClassVar[str] = "portfolio_heat"
+    stage: ClassVar[Stage] = "limit"
+    limit_pct: float = 0.05
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        room = self.limit_pct * snapshot.equity - snapshot.heat
+        return self.fit(proposal, room / proposal.stop_distance,
+                        f"heat limit {self.limit_pct:.2%}")
+
+
+@register_rule
+class PortfolioHeatConfig(RuleConfig):
+    rule: Literal["portfolio_heat"] = "portfolio_heat"
+    limit_pct: float = Field(0.05, gt=0, le=1)
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return PortfolioHeat(limit_pct=self.limit_pct)
+
+
+@dataclass
+class MaxLeverage(RiskRule):
+    """Gross notional including the new position stays within `limit` x equity."""
+
+    name: ClassVar[str] = "max_leverage"
+    stage: ClassVar[Stage] = "limit"
+    limit: float = 3.0
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        room = self.limit * snapshot.equity - snapshot.gross_notional
+        return self.fit(proposal, room / proposal.intent.reference_price,
+                        f"leverage limit {self.limit:g}x")
+
+
+@register_rule
+class MaxLeverageConfig(RuleConfig):
+    rule: Literal["max_leverage"] = "max_leverage"
+    limit: float = Field(3.0, gt=0)
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return MaxLeverage(limit=self.limit)
+
+
+def default_profile(config: RiskConfig) -> RiskProfile:
+    """The rules of a run that names no profile, from its flat `risk:` settings."""
+    return RiskProfile(
+        name="default",
+        description="the flat risk: section of the run config",
+        default_stop_pct=config.default_stop_pct,
+        rules=(
+            KillSwitchConfig(),
+            StaleDataConfig(),
+            DailyLossLimitConfig(limit_pct=config.daily_loss_limit),
+            NetFlipConfig(),
+            MaxOpenPositionsConfig(limit=config.max_open_positions),
+            FixedFractionalConfig(risk_pct=config.risk_per_trade),
+            PortfolioHeatConfig(limit_pct=config.max_portfolio_heat),
+            MaxLeverageConfig(limit=config.max_leverage),
+        ),
+    )
