@@ -159,6 +159,32 @@ def _cmd_bench_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_risk_scenario(args: argparse.Namespace) -> int:
+    from engine.rules.scenario import run_scenario, write_journal
+
+    result = run_scenario(args.scenario)
+    if args.journal:
+        write_journal(result, args.journal)
+    print(f"scenario {result.name} on profile {result.profile}: "
+          f"{len(result.decisions)} decisions, {len(result.journal['risk_events'])} risk events")
+    for rule, count in result.triggered.items():
+        print(f"  {rule:<32} triggered {count}x")
+    for problem in result.mismatches + [f"never triggered: {rule}"
+                                        for rule in result.missing_rules]:
+        print(f"  FAIL {problem}")
+    return 0 if result.ok else 1
+
+
+def _cmd_risk_show(args: argparse.Namespace) -> int:
+    from engine.rules.profile import load_profile
+
+    profile = load_profile(args.profile)
+    print(f"profile {profile.name}: {profile.description}")
+    for rule in profile.build():
+        print(f"  [{rule.stage:<5}] {rule!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ats", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     tardis.add_argument("files", nargs="+", metavar="FILE", help=".csv.gz, .csv or .zip")
     tardis.add_argument("--out", required=True, metavar="TAPE")
     tardis.set_defaults(handler=_cmd_import_tardis)
+
+    risk = commands.add_parser("risk", help="risk profiles and scenarios").add_subparsers(
+        dest="risk_command", required=True
+    )
+    risk_show = risk.add_parser("show", help="the rules of a risk profile, in decision order")
+    risk_show.add_argument("profile", help="bundled profile name (configs/risk/) or YAML path")
+    risk_show.set_defaults(handler=_cmd_risk_show)
+    risk_scenario = risk.add_parser(
+        "scenario", help="replay a risk scenario; exit 1 unless every expected rule triggered")
+    risk_scenario.add_argument("scenario",
+                               help="bundled scenario (configs/risk/scenarios/) or path")
+    risk_scenario.add_argument("--journal", metavar="PATH", help="DuckDB journal to write")
+    risk_scenario.set_defaults(handler=_cmd_risk_scenario)
 
     report = commands.add_parser("report", help="summarise a journal")
     report.add_argument("journal", metavar="JOURNAL")

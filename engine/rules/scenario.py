@@ -114,7 +114,7 @@ class _Runner:
             where = f"{self.name} step {index}"
             if not isinstance(step, dict) or "at" not in step:
                 raise ScenarioError(f"{where}: must be a mapping with an `at` key")
-            ts = self.start_ns + int(round(_number(step, "at", where) * _NS))
+            ts = self.start_ns + round(_number(step, "at", where) * _NS)
             if ts < self.last_ts:
                 raise ScenarioError(f"{where}: `at` goes back in time")
             self.last_ts = ts
@@ -176,9 +176,9 @@ class _Runner:
             met = {"approve": decision.approved, "reject": not decision.approved}.get(
                 str(expect), decision.rule == expect)
             if not met:
-                self.result.mismatches.append(
-                    f"{where}: expected {expect}, got {'approved' if decision.approved else 'rejected'}"
-                    f" by {decision.rule}: {decision.reason}")
+                verdict = "approved" if decision.approved else "rejected"
+                self.result.mismatches.append(f"{where}: expected {expect}, got {verdict} by "
+                                              f"{decision.rule}: {decision.reason}")
 
     def _fill(self, body: dict[str, Any], ts: int, where: str) -> None:
         symbol = str(body["symbol"])
@@ -222,6 +222,14 @@ class _Runner:
         for row in journal["risk_events"]:
             triggered[row["rule"]] = triggered.get(row["rule"], 0) + 1
         self.result.triggered = dict(sorted(triggered.items()))
+
+
+def write_journal(result: ScenarioResult, path: Path | str, run_id: str | None = None) -> None:
+    """Write a scenario's journal (risk_decisions, risk_events, equity, positions) to DuckDB."""
+    from storage.journal import JournalWriter
+
+    with JournalWriter(path, run_id or f"scenario-{result.name}") as journal:
+        journal.append_many(result.journal)
 
 
 def run_scenario(name_or_path: str | dict[str, Any]) -> ScenarioResult:
