@@ -16,12 +16,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from actors.journal_actor import JournalActor
+from actors.progress import (
+    FINISH,
+    FOREVER,
+    SymbolProgress,
+    count_dataflow_rows,
+    count_features,
+    count_step,
+    horizon,
+)
 from actors.risk_actor import PortfolioRiskActor
 from actors.symbol_actor import SymbolActor
 from engine.batches import FeatureBatch
@@ -31,28 +40,15 @@ from engine.latency import LatencyRecorder, receive_times
 from engine.metrics import RunMetrics
 from engine.symbol_engine import StepResult
 
-FOREVER = 2**63 - 1
-_FINISH = object()  # queued after a symbol's last batch: finish it
+__all__ = ["FOREVER", "Supervisor"]
 
 
 @dataclass
-class _SymbolState:
-    actor: Any
-    queue: deque[Any] = field(default_factory=deque)
+class _SymbolState(SymbolProgress):
+    actor: Any = None
     running: Any = None  # ObjectRef of the step in flight
     dispatched_at: float = 0.0
-    paused: bool = False
-    pending_intent_ts: int = 0
-    watermark: int = -FOREVER
-    finishing: bool = False
-    finished: bool = False
     in_flight_received: Any = None  # receive times of the batch in flight (latency probe)
-
-    def bound(self) -> int:
-        """No event of this symbol below this time is still to come (FOREVER once finished)."""
-        if self.finished:
-            return FOREVER
-        return self.pending_intent_ts if self.paused else self.watermark
 
 
 class Supervisor:
@@ -115,15 +111,7 @@ class Supervisor:
         state = self._symbols.get(batch.symbol)
         if state is None:
             raise KeyError(f"batch for symbol {batch.symbol!r}: not a symbol of this run")
-        self.metrics.add("bars", sum(len(bars) for bars in batch.bars.values()))
-        if self.live:
-            received = receive_times(batch)
-            if len(received):
-                now = time.time_ns()
-                for seconds in ((now - received) / 1e9).tolist():
-                    self.metrics.receive_to_feature.observe(seconds)
-            if self.latency is not None:
-                self.latency.features(received)
+        count_features(self.metrics, batch, self.live, self.latency)
         if self.live:
             self._enqueue_live(state, batch)
             return
@@ -132,31 +120,14 @@ class Supervisor:
 
     def on_journal_rows(self, rows_by_table: Mapping[str, list[dict[str, Any]]]) -> None:
         """Rows produced in the dataflow (dead letters, book events) go straight to the writer."""
-
-        self.metrics.add("dead_letters", len(rows_by_table.get("dead_letters", ())))
-        resyncs = [row for row in rows_by_table.get("book_events", ())
-                   if row.get("kind") == "resync_requested"]
-        self.metrics.add("book_resyncs", len(resyncs))
-        feed_events = rows_by_table.get("feed_events", ())
-        self.metrics.add("feed_events", len(feed_events))
-        self.metrics.add("stale_alarms", sum(row.get("kind") == "stale" for row in feed_events))
+        count_dataflow_rows(self.metrics, rows_by_table)
         if any(rows_by_table.values()):
             self.journal.append_many.remote(dict(rows_by_table))
 
     # ------------------------------------------------------------------ coordination
 
     def _horizon(self, symbol: str) -> int:
-        if self.live:
-            return FOREVER
-        horizon = FOREVER
-        for other, state in self._symbols.items():
-            if other == symbol:
-                continue
-            bound = state.bound()
-            if bound != FOREVER and symbol < other:
-                bound += 1  # ties in time go to the smaller symbol
-            horizon = min(horizon, bound)
-        return horizon
+        return horizon(symbol, self._symbols, self.live)
 
     def _dependencies(self) -> tuple[Any, ...]:
         """Replay orders each step after the latest risk submit; live decides in arrival order
@@ -183,7 +154,7 @@ class Supervisor:
             state.dispatched_at = queued_at
             if self.latency is not None and isinstance(item, FeatureBatch):
                 state.in_flight_received = receive_times(item)
-            if item is _FINISH:
+            if item is FINISH:
                 state.finishing = True
                 state.running = state.actor.finish.remote(*self._dependencies())
             else:
@@ -269,22 +240,15 @@ class Supervisor:
     def _absorb(self, symbol: str, state: _SymbolState, result: StepResult) -> None:
         if result.updates:
             self._last_submit = self.risk.submit.remote(result.updates)
-        for name, amount in result.counters.items():
-            if name in self.metrics.totals:
-                self.metrics.add(name, amount)
+        count_step(self.metrics, result)
         if result.paused:
             self.pauses += 1
-            state.paused = True
-            pending = result.pending_intent_ts
-            state.pending_intent_ts = int(result.watermark if pending is None else pending)
         else:
             self.metrics.batch_latency.observe(time.perf_counter() - state.dispatched_at)
             if self.latency is not None and state.in_flight_received is not None:
                 self.latency.decisions(state.in_flight_received)
                 state.in_flight_received = None
-        state.watermark = max(state.watermark, result.watermark)
-        if state.finishing and not result.paused:
-            state.finished = True
+        state.record(result)
 
     def _queued(self) -> int:
         return sum(len(state.queue) for state in self._symbols.values())
@@ -311,7 +275,7 @@ class Supervisor:
         self._check_collector()
         self._take_inbox()
         for state in self._symbols.values():
-            state.queue.append((_FINISH, time.perf_counter()))
+            state.queue.append((FINISH, time.perf_counter()))
         while not all(state.finished for state in self._symbols.values()):
             self._dispatch_ready()
             if not self._collect(timeout=None):

@@ -15,7 +15,7 @@ import ray
 
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
-from engine.feature_rows import feature_rows
+from engine.feature_rows import add_feature_rows
 from engine.symbol_engine import StepResult, SymbolEngine
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
 
@@ -47,10 +47,7 @@ class SymbolActor:
         """Process a batch (or resume the paused one). `dependencies` are refs Ray resolves first
         (the supervisor's latest risk submit), which orders this step after them."""
         result = self._engine.step(batch, horizon, self._gateway)
-        if batch is not None and self._feature_timeframe in batch.bars:
-            bars = batch.bars[self._feature_timeframe]
-            if len(bars):
-                result.journal.setdefault("features", []).extend(feature_rows(self._symbol, bars))
+        add_feature_rows(result.journal, self._symbol, batch, self._feature_timeframe)
         return self._ship_journal(result)
 
     def finish(self, *dependencies: Any) -> StepResult:

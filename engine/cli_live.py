@@ -32,7 +32,8 @@ def live_config(args: argparse.Namespace) -> RunConfig:
         ("venue", args.venue), ("ws_url", args.ws_url), ("rest_url", args.rest_url),
         ("stale_after_s", args.stale_after_s), ("streams", streams)) if value is not None}
     live = LiveConfig.model_validate({**config.live.model_dump(), **overrides})
-    return config.model_copy(update={"live": live})
+    actors = "in_process" if getattr(args, "in_process", False) else config.actors
+    return config.model_copy(update={"live": live, "actors": actors})
 
 
 def _stop_on_signals(stop: threading.Event, duration_s: float | None) -> None:
@@ -115,6 +116,9 @@ def add_live_commands(commands: Any) -> None:
     live.add_argument("--record", metavar="DIR", help="also record every frame into DIR")
     live.add_argument("--metrics-port", type=int, default=None)
     live.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    live.add_argument("--in-process", action="store_true",
+                      help="run the engine objects in this process instead of Ray actors "
+                           "(lowest latency; no dashboard)")
     live.add_argument("--ray-address", default=None, help="join a running Ray cluster")
     live.set_defaults(handler=_cmd_live)
 

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from engine.batches import BAR_FIELDS, BarColumns
+from engine.batches import BAR_FIELDS, BarColumns, FeatureBatch
 
 
 def _number(value: Any) -> Any:
@@ -35,3 +35,13 @@ def feature_rows(symbol: str, bars: BarColumns) -> list[dict[str, Any]]:
         )
         rows.append(row)
     return rows
+
+
+def add_feature_rows(journal: dict[str, list[dict[str, Any]]], symbol: str,
+                     batch: FeatureBatch | None, timeframe: str | None) -> None:
+    """Append the `timeframe` bars of `batch` to a step's journal rows (nothing when None)."""
+    if batch is None or timeframe is None or timeframe not in batch.bars:
+        return
+    bars = batch.bars[timeframe]
+    if len(bars):
+        journal.setdefault("features", []).extend(feature_rows(symbol, bars))

@@ -218,12 +218,20 @@ class _Pipeline:
         dataflow starts (live mode opens its feed there, so no frame waits for start-up)."""
         from bytewax.run import cli_main
 
-        from actors.supervisor import Supervisor
         from dataflows.flow import build_flow
         from dataflows.sinks import SupervisorSink
         from engine.symbol_engine import SymbolEngine
 
-        supervisor = Supervisor(self.config, self.symbols, str(self.journal), self.run_id,
+        supervisor_class: Any
+        if self.config.actors == "in_process":
+            from actors.in_process import InProcessSupervisor
+
+            supervisor_class = InProcessSupervisor
+        else:
+            from actors.supervisor import Supervisor
+
+            supervisor_class = Supervisor
+        supervisor = supervisor_class(self.config, self.symbols, str(self.journal), self.run_id,
                                 self.metrics, live=self.mode != "replay", latency=self.latency)
         flow = build_flow(
             source,
@@ -291,7 +299,9 @@ class _Pipeline:
 def _start(config: RunConfig, mode: str, symbols: tuple[str, ...], journal_path: Path | str | None,
            dashboard: bool, ray_address: str | None, metrics_port: int | None) -> _Pipeline:
     run_id, journal = _new_run(config, journal_path)
-    timings = {"ray_start_s": start_ray(dashboard, ray_address)}
+    timings: dict[str, float] = {}
+    if config.actors == "ray":
+        timings["ray_start_s"] = start_ray(dashboard, ray_address)
     metrics = RunMetrics()
     port = metrics_port if metrics_port is not None else config.metrics_port
     if port is not None:
@@ -311,12 +321,16 @@ def run_replay(
     metrics_port: int | None = None,
     ray_address: str | None = None,
     venue: str | None = None,
+    in_process: bool = False,
 ) -> RunResult:
     """Replay a tape or raw captures through features, actors and journal; return the summary.
-    `venue` picks the parser of raw captures (default: Binance, or a cryptofeed file's own)."""
+    `venue` picks the parser of raw captures (default: Binance, or a cryptofeed file's own);
+    `in_process` runs the engine objects in this process instead of Ray actors."""
     from dataflows.sources import CaptureSource, TapeSource
 
     config = _resolve_config(config, SAMPLE_CONFIG if input_paths is None else None)
+    if in_process:
+        config = config.model_copy(update={"actors": "in_process"})
     workers = workers or config.replay.workers
     replay_input = resolve_input(input_paths, symbol_hint, venue)
     input_hash = data_hash(replay_input)

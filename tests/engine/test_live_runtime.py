@@ -68,12 +68,14 @@ def _features(journal: Path) -> list[tuple[object, ...]]:
 
 
 def _live_features(captures: list[Path], speed: float, journal: Path,
-                   record_to: Path | None = None) -> list[tuple[object, ...]]:
+                   record_to: Path | None = None,
+                   actors: str = "ray") -> list[tuple[object, ...]]:
     with ReplayServer(captures, speed=speed).running() as server:
         stop = threading.Event()
         counted = [0]
         watcher = _stop_after_finish(server, stop, counted)
-        result = run_live(["BTCUSDT"], _config(server), journal, stop=stop, record_to=record_to,
+        config = _config(server).model_copy(update={"actors": actors})
+        result = run_live(["BTCUSDT"], config, journal, stop=stop, record_to=record_to,
                           frame_observer=_start_when_snapshot_taken(server, counted))
         watcher.join(5)
     assert result.summary["dead_letters"] == 0
@@ -89,6 +91,15 @@ def test_live_at_50x_gives_the_replay_features_and_its_recording_replays_alike(
     from_recording = run_replay([tmp_path / "recording"], load_config(SAMPLE_CONFIG),
                                 tmp_path / "recorded.duckdb")
     assert _features(from_recording.journal_path) == live
+
+
+def test_live_in_process_gives_the_replay_features(
+        tmp_path: Path, spot_captures: list[Path]) -> None:
+    live = _live_features(spot_captures, 50.0, tmp_path / "live.duckdb", actors="in_process")
+    replayed = run_replay(spot_captures, load_config(SAMPLE_CONFIG), tmp_path / "replay.duckdb",
+                          in_process=True)
+    assert len(live) > 600
+    assert live == _features(replayed.journal_path)
 
 
 def _first_seconds(source: Path, seconds: float, out: Path) -> Path:

@@ -95,6 +95,21 @@ def test_replays_are_deterministic_across_runs_and_workers(
         assert _journal_tables(other) == first
 
 
+def test_in_process_engine_journals_exactly_what_the_actors_journal(
+    tmp_path: Path, klines_csv: Path
+) -> None:
+    tape = two_symbol_tape(klines_csv, tmp_path / "tape", minutes=240)
+    config = _competing_config(batch_rows=40_000)
+    on_ray = run_replay([tape], config, tmp_path / "ray.duckdb", 1)
+    in_process = run_replay([tape], config, tmp_path / "local.duckdb", 1, in_process=True)
+    assert "ray_start_s" not in in_process.timings
+    assert in_process.summary["pauses"] > 0, "the horizon must bind in process too"
+    local = _journal_tables(in_process.journal_path)
+    assert len(local["risk_decisions"]) > 10
+    assert local == _journal_tables(on_ray.journal_path)
+    assert in_process.summary["portfolio"] == on_ray.summary["portfolio"]
+
+
 def test_bad_input_completes_and_every_bad_row_is_journaled(
     tmp_path: Path, spot_captures: list[Path]
 ) -> None:
