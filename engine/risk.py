@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import RiskConfig
+from engine.control.state import ControlState
 from engine.rules.base import (
     ApiCallObserved,
     DayStarted,
@@ -51,6 +52,7 @@ from engine.rules.base import (
     TradeClosed,
 )
 from engine.rules.chain import evaluate
+from engine.rules.control import ControlEffect, ManualControl, with_manual_control
 from engine.rules.core import default_profile
 from engine.timeframes import NS_PER_DAY
 from engine.types import (
@@ -106,22 +108,40 @@ class _SymbolBook:
         return self.quantity * (self.mark - self.avg_price)
 
     def exposure(self, default_stop_pct: float) -> tuple[float, float]:
-        """(heat, gross notional) of the projected position, in quote currency."""
+        """(heat, gross notional) of the projected position, in quote currency: the projected
+        quantity at the widest stop on its side (`side_distance`)."""
         projected = self.projected()
         if projected == 0:
             return 0.0, 0.0
         price = self.price()
-        side = 1 if projected > 0 else -1
-        stop: float | None = None
+        distance = self.side_distance(1 if projected > 0 else -1, default_stop_pct)
+        return abs(projected) * distance, abs(projected) * price
+
+    def side_distance(self, side: int, default_stop_pct: float) -> float:
+        """The widest stop distance among the filled position (when on `side`) and the pending
+        entries on `side`, an unknown stop counting `default_stop_pct` away; 0 when there is
+        none. A fill sets the whole position's stop, so an add-on with a wider stop may re-stop
+        everything: heat must not read lower than it can become once the orders fill."""
+        price = self.price()
+        default_distance = price * default_stop_pct
+        distances: list[float] = []
         if self.quantity * side > 0:
-            stop = self.stop
-        if stop is None:
-            for order in self.pending.values():
-                if not order.reduce_only and order.side == side and order.stop_price is not None:
-                    stop = order.stop_price
-        if stop is None:
-            stop = price * (1.0 - side * default_stop_pct)
-        return abs(projected) * abs(price - stop), abs(projected) * price
+            distances.append(abs(price - self.stop) if self.stop is not None
+                             else default_distance)
+        for order in self.pending.values():
+            if not order.reduce_only and order.side == side:
+                distances.append(abs(price - order.stop_price) if order.stop_price is not None
+                                 else default_distance)
+        return max(distances, default=0.0)
+
+    def reducible(self, exit_side: int) -> float:
+        """How much a reduce-only order on `exit_side` can close: the filled position against it
+        plus pending entries that would add to that position (pending exits are not netted, so
+        a stale reservation never blocks an exit)."""
+        filled = max(0.0, -exit_side * self.quantity)
+        adding = sum(order.remaining for order in self.pending.values()
+                     if not order.reduce_only and order.side == -exit_side)
+        return filled + adding
 
 
 class PortfolioRisk:
@@ -132,7 +152,9 @@ class PortfolioRisk:
             raise ValueError(f"initial equity must be finite and > 0, got {initial_equity!r}")
         self.config = config
         self.profile = config.profile or default_profile(config)
-        self.rules = self.profile.build()
+        # the operator's manual_control runs in every profile (engine.rules.control)
+        self.control = ManualControl()
+        self.rules = with_manual_control(self.control, self.profile.build())
         self.initial_equity = float(initial_equity)
         self._books: dict[str, _SymbolBook] = {}
         self._buffer: list[tuple[EventKey, int, PortfolioUpdate]] = []
@@ -181,6 +203,17 @@ class PortfolioRisk:
     def resume(self) -> None:
         """Older name of `reset_halt`."""
         self.reset_halt()
+
+    def apply_control(self, state: ControlState) -> ControlEffect:
+        """The operator's state (engine.control) into the manual_control rule: its halt halts
+        here, a new reset-halt resets here, exit requests become flatten actions."""
+        positions = {symbol: book.quantity for symbol, book in self._books.items()}
+        effect = self.control.update(state, positions, self._now or None)
+        if effect.reset_halt:
+            self.reset_halt()
+        for action in effect.actions:
+            self._record_action(action)
+        return effect
 
     # ------------------------------------------------------------------ updates
 
@@ -402,6 +435,11 @@ class PortfolioRisk:
             heat, notional = book.exposure(self.profile.default_stop_pct)
             positions.append(PositionExposure(name, projected, book.price(), heat, notional))
         symbol_book = self._books.get(symbol) if symbol is not None else None
+        reducible = (symbol_book.reducible(1), symbol_book.reducible(-1)) if symbol_book \
+            else (0.0, 0.0)
+        stop_pct = self.profile.default_stop_pct
+        distances = (symbol_book.side_distance(1, stop_pct),
+                     symbol_book.side_distance(-1, stop_pct)) if symbol_book else (0.0, 0.0)
         return PortfolioSnapshot(
             ts_event=ts_event,
             equity=self.equity,
@@ -415,6 +453,10 @@ class PortfolioRisk:
             gross_notional=sum(position.notional for position in positions),
             symbol_quantity=symbol_book.projected() if symbol_book is not None else 0.0,
             positions=tuple(positions),
+            reducible_by_buy=reducible[0],
+            reducible_by_sell=reducible[1],
+            long_stop_distance=distances[0],
+            short_stop_distance=distances[1],
         )
 
     # ------------------------------------------------------------------ decisions

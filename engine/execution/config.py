@@ -19,7 +19,8 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 class ExecutionConfig(BaseModel):
     """Live order execution through ccxt (Binance USD-M futures or spot)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # a key pasted where an env var name belongs must not be echoed by a validation error
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     run_id: str = Field(min_length=1, description="prefix source of deterministic client ids")
     state_file: Path = Field(description="JSON file keeping HALTED and the order sequence")

@@ -1,8 +1,23 @@
 """Portfolio risk rules, composed per trading plan by risk profiles (`configs/risk/`).
 
-Importing this package registers every rule module with the profile loader.
+Importing this package registers every rule module with the profile loader: `core` (shared by
+every plan), `control` (the operator's manual_control, run in every profile), and one or two
+modules per trading plan: `intraday*` (momentum-breakout intraday), `composite*` (autonomous
+composite), `scalper*` (order-flow scalper), `perps*` (perpetuals HFT).
 """
 
-from engine.rules import core  # noqa: F401
+from engine.rules import (  # noqa: F401
+    composite,
+    composite_protocols,
+    control,
+    core,
+    intraday,
+    intraday_correlation,
+    intraday_sizing,
+    perps,
+    perps_sizing,
+    scalper,
+    scalper_sizing,
+)
 
 __all__: list[str] = []

@@ -67,6 +67,12 @@ class PortfolioSnapshot:
     gross_notional: float  # sum of |qty| x price over projected positions
     symbol_quantity: float  # projected signed quantity of the intent's symbol (0 for events)
     positions: tuple[PositionExposure, ...] = ()
+    # what a reduce-only buy / sell of the intent's symbol may close (filled + pending entries)
+    reducible_by_buy: float = 0.0
+    reducible_by_sell: float = 0.0
+    # the widest stop distance already on each side of the intent's symbol (0: nothing there)
+    long_stop_distance: float = 0.0
+    short_stop_distance: float = 0.0
 
     @property
     def portfolio_heat(self) -> float:
@@ -81,6 +87,12 @@ class PortfolioSnapshot:
         if not (self.peak_equity > 0 and math.isfinite(self.equity)):
             return math.nan
         return max(0.0, 1.0 - self.equity / self.peak_equity)
+
+    def stop_distance_on(self, side: int) -> float:
+        return self.long_stop_distance if side > 0 else self.short_stop_distance
+
+    def reducible(self, exit_side: int) -> float:
+        return self.reducible_by_buy if exit_side > 0 else self.reducible_by_sell
 
     def position(self, symbol: str) -> PositionExposure | None:
         for exposure in self.positions:

@@ -1,7 +1,9 @@
 """The decision on one intent: input checks, then the profile's rules stage by stage.
 
 1. `check_inputs`: non-finite or impossible numbers reject with "invalid_input" (fail closed);
-2. reduce-only intents are approved as asked by "reduce_only": exits always get through;
+2. reduce-only intents are approved by "reduce_only" (exits always get through), capped at what
+   they can close (the filled position plus pending entries on its side) and rejected when there
+   is nothing to close, so an "exit" can never open or flip a position;
 3. gates, in profile order: the first rejection decides;
 4. size rules: a base sizer sets the quantity the intent left to risk (else "fixed_quantity"
    keeps the asked one); modifiers scale it; each step is noted for the journal;
@@ -18,7 +20,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from engine.rules.base import PortfolioSnapshot, Proposal, RiskRule, RuleOutcome
+from engine.rules.base import (
+    MIN_CAP_FRACTION,
+    PortfolioSnapshot,
+    Proposal,
+    RiskRule,
+    RuleOutcome,
+)
 from engine.types import OrderIntent
 
 
@@ -69,6 +77,18 @@ def check_inputs(proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome
     return RuleOutcome("approve", "invalid_input", "inputs are valid", proposal.quantity)
 
 
+def _reduce_only(intent: OrderIntent, snapshot: PortfolioSnapshot) -> RuleOutcome:
+    quantity = float(intent.quantity or 0.0)
+    reducible = snapshot.reducible(intent.side)
+    if reducible <= quantity * MIN_CAP_FRACTION:
+        return RuleOutcome("reject", "reduce_only",
+                           f"reduce-only side {intent.side:+d}: no position to reduce")
+    if quantity > reducible * (1 + 1e-12):
+        return RuleOutcome("cap", "reduce_only", f"reduce-only quantity capped from {quantity:g} "
+                           f"to the {reducible:g} it can close", reducible)
+    return RuleOutcome("approve", "reduce_only", "reduce-only intents are never blocked", quantity)
+
+
 def evaluate(
     rules: Sequence[RiskRule], intent: OrderIntent, snapshot: PortfolioSnapshot,
     default_stop_pct: float,
@@ -83,8 +103,7 @@ def evaluate(
     if checked.verdict == "reject":
         return Decision(checked, ())
     if intent.reduce_only:
-        return Decision(RuleOutcome("approve", "reduce_only",
-                                    "reduce-only intents are never blocked", intent.quantity), ())
+        return Decision(_reduce_only(intent, snapshot), ())
     notes: list[str] = []
     final = RuleOutcome("approve", "fixed_quantity", "quantity as asked", intent.quantity)
     for rule in rules:

@@ -191,16 +191,24 @@ class FixedFractionalConfig(RuleConfig):
 @dataclass
 class PortfolioHeat(RiskRule):
     """Open risk (qty x |price - stop|) including the new position stays within `limit_pct` of
-    equity."""
+    equity. The symbol's projected position counts at the widest stop on its side, the new
+    order's included, as risk's heat does (a fill re-stops the whole position)."""
 
     name: ClassVar[str] = "portfolio_heat"
     stage: ClassVar[Stage] = "limit"
     limit_pct: float = 0.05
 
     def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        side = proposal.intent.side
         room = self.limit_pct * snapshot.equity - snapshot.heat
-        return self.fit(proposal, room / proposal.stop_distance,
-                        f"heat limit {self.limit_pct:.2%}")
+        distance = max(snapshot.stop_distance_on(side), proposal.stop_distance)
+        held = snapshot.position(proposal.intent.symbol)
+        if held is not None and held.quantity * side > 0:
+            # an add-on: the whole position may end up at the widest stop on its side
+            max_quantity = (room + held.heat) / distance - abs(held.quantity)
+        else:
+            max_quantity = room / distance
+        return self.fit(proposal, max_quantity, f"heat limit {self.limit_pct:.2%}")
 
 
 @register_rule

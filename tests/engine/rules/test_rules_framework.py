@@ -166,7 +166,8 @@ class Recorder(RiskRule):
 def test_size_modifiers_are_noted_and_limits_cap_after_them(tmp_path: Path) -> None:
     risk = PortfolioRisk(RiskConfig(profile=load_profile(str(write_profile(tmp_path)))), 100_000)
     rules = risk.rules
-    risk.rules = [*rules[:4], Halve(), *rules[4:]]
+    after_sizer = [rule.name for rule in rules].index("fixed_fractional") + 1
+    risk.rules = [*rules[:after_sizer], Halve(), *rules[after_sizer:]]
     decision = risk.decide(intent())
     # 1% of 100k over a 2.0 stop = 500, halved = 250; heat 250 x 2 = 500 < 5% of 100k
     assert decision.approved and decision.quantity == pytest.approx(250.0)
@@ -196,6 +197,8 @@ def test_round_trips_days_and_api_calls_reach_rules() -> None:
     days = [event for event in recorder.events if isinstance(event, DayStarted)]
     assert [day.day for day in days] == [20_000, 20_001]
     assert days[1].previous_day_pnl == pytest.approx(-1.0)  # the entry fee
+    risk.submit([fill("AAA:again", DAY0 + NS_PER_DAY + 90 * 60 * 10**9, 4, 1, 5.0, 103.0)])
+    risk.apply_all()
     risk.observe_api_call(DAY0 + NS_PER_DAY + 2 * NS_PER_HOUR, ok=False, what="create_order")
     assert risk.halted and "create_order failed" in risk.halt_reason
     assert [action.kind for action in risk.drain_actions()] == ["halt", "flatten_all"]
