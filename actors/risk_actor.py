@@ -13,7 +13,9 @@ from typing import Any
 import ray
 
 from engine.config import RiskConfig
+from engine.control.state import ControlState
 from engine.risk import PortfolioRisk
+from engine.rules.control import ControlEffect
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
 
 _JOURNAL_FLUSH_ROWS = 2_000
@@ -45,6 +47,13 @@ class PortfolioRiskActor:
     def resume(self) -> None:
         self._risk.resume()
 
+    def apply_control(self, state: ControlState) -> ControlEffect:
+        """The operator's control state (engine.control), applied between two decisions; the
+        flatten and halt rows it makes are journaled at once."""
+        effect = self._risk.apply_control(state)
+        self._flush_journal()
+        return effect
+
     def _flush_journal(self) -> None:
         rows = self._risk.drain_journal()
         if any(rows.values()):
@@ -58,3 +67,17 @@ class PortfolioRiskActor:
         if self._last_append is not None:
             ray.get(self._last_append)  # the journal closes next; our rows must be in first
         return self._risk.summary()
+
+
+class RiskActorControl:
+    """`engine.control.controller.RiskTarget` over a PortfolioRiskActor: one blocking call per
+    command (the actor runs it between two decisions, so no decision sees half a state)."""
+
+    def __init__(self, actor: Any, timeout_s: float = 30.0) -> None:
+        self._actor = actor
+        self._timeout_s = timeout_s
+
+    def apply_control(self, state: ControlState) -> ControlEffect:
+        effect: ControlEffect = ray.get(self._actor.apply_control.remote(state),
+                                        timeout=self._timeout_s)
+        return effect

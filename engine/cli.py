@@ -44,8 +44,9 @@ def print_summary(summary: dict[str, Any], timings: dict[str, float] | None = No
         detail = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
         print(f"  {'':<{width}}  ({detail})")
     if timings:
-        print(f"  {'replay time':<{width}}  {timings.get('replay_s', 0):.2f} s"
-              f" (Ray start {timings.get('ray_start_s', 0):.2f} s)")
+        actors = (f"Ray start {timings['ray_start_s']:.2f} s" if "ray_start_s" in timings
+                  else "in process, no Ray")
+        print(f"  {'replay time':<{width}}  {timings.get('replay_s', 0):.2f} s ({actors})")
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -62,6 +63,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         ray_address=args.ray_address,
         venue=args.venue,
+        in_process=args.in_process,
     )
     print_summary(result.summary, result.timings)
     return 0
@@ -152,9 +154,15 @@ def _cmd_bench_live(args: argparse.Namespace) -> int:
         Path(args.capture), rate=args.rate, frames=args.frames, warmup_s=args.warmup_s,
         config_path=Path(args.config) if args.config else None,
         out=Path(args.out) if args.out else None,
+        modes=tuple(args.actors.split(",")),
     )
     for key, value in report.items():
-        print(f"  {key:<30} {value}")
+        if isinstance(value, dict) and key in args.actors.split(","):
+            print(f"  actors: {key}")
+            for name, figure in value.items():
+                print(f"    {name:<30} {figure}")
+        else:
+            print(f"  {key:<32} {value}")
     print(json.dumps(report))
     return 0
 
@@ -203,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus /metrics on this port (0: any free port)")
     replay.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    replay.add_argument("--in-process", action="store_true",
+                        help="run the engine objects in this process instead of Ray actors")
     replay.add_argument("--ray-address", default=None,
                         help="join a running Ray cluster (e.g. 'auto' after `ray start --head`)")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -302,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_commands(commands)
 
+    from engine.control.cli import add_control_command
+
+    add_control_command(commands)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True
     )
@@ -316,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_live.add_argument("--capture", default="data/binance-spot/btcusdt_20240808.gz")
     bench_live.add_argument("--rate", type=float, default=1000.0, help="frames per second")
     bench_live.add_argument("--frames", type=int, default=30_000)
+    bench_live.add_argument("--actors", default="ray,in_process",
+                            help="actor modes to measure, in turn (ray, in_process)")
     bench_live.add_argument("--warmup-s", type=float, default=3.0)
     bench_live.add_argument("--config", default=None, metavar="PATH")
     bench_live.add_argument("--out", default="benchmarks/live.json", metavar="FILE")

@@ -246,6 +246,33 @@ class LiveConfig(_Frozen):
         return self.streams or DEFAULT_STREAMS[self.venue]
 
 
+class ControlConfig(_Frozen):
+    """Manual control of a running engine (`ats control`, `engine.control`): the local channel
+    and the file that keeps the operator's state across restarts. The channel's token is never
+    configured: it comes from the environment variable ATS_CONTROL_TOKEN."""
+
+    enabled: bool = Field(False, description="serve the control channel during `ats live`")
+    host: str = Field("127.0.0.1", description="loopback address the channel binds")
+    port: int = Field(8787, ge=0, le=65535, description="channel port (0: any free port)")
+    state_file: Path = Field(
+        Path("runs/control_state.json"),
+        description="operator state (pause, HALTED, blacklist, max risk), kept across restarts",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            loopback = value == "localhost" or ipaddress.ip_address(value).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"{value!r} is not a loopback address; the channel is local only")
+        return value
+
+
 class RunConfig(_Frozen):
     """Everything a replay or live run needs, apart from the input and the journal path."""
 
@@ -257,7 +284,14 @@ class RunConfig(_Frozen):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    actors: Literal["ray", "in_process"] = Field(
+        "ray",
+        description="'ray': symbol, risk and journal actors on Ray (dashboard, isolation); "
+        "'in_process': the same engine objects in the driver process (lowest live latency on a "
+        "small machine; no Ray)",
+    )
 
     @field_validator("timeframes")
     @classmethod

@@ -209,6 +209,7 @@ class _Pipeline:
     latency: Any = None
     step_calls: int = 0
     pauses: int = 0
+    supervisor: Any = None  # the running supervisor (live control reaches risk through it)
 
     def run(self, source: Any, workers: int, on_resync: Any = None,
             before_run: Any = None) -> dict[str, Any]:
@@ -233,6 +234,7 @@ class _Pipeline:
             supervisor_class = Supervisor
         supervisor = supervisor_class(self.config, self.symbols, str(self.journal), self.run_id,
                                 self.metrics, live=self.mode != "replay", latency=self.latency)
+        self.supervisor = supervisor
         flow = build_flow(
             source,
             SupervisorSink(supervisor, on_resync),
@@ -382,6 +384,7 @@ def run_live(
     if not wanted:
         raise ValueError("ats live needs at least one symbol (--symbols BTCUSDT,ETHUSDT)")
     stop = stop or threading.Event()
+    control = _LiveControl(config, stop) if config.control.enabled else None
     started_at = datetime.now(UTC)
     pipeline = _start(config, "live_paper", wanted, journal_path, dashboard, ray_address,
                       metrics_port)
@@ -392,10 +395,17 @@ def run_live(
     source = LiveSource(feed.buffer, wanted, stop, max_frames=config.live.max_frames_per_batch,
                         on_frames=counted, source_name=f"live:{config.live.venue}")
     span_start = time.perf_counter()
+    def before_run() -> None:
+        if control is not None:  # the operator's persisted state holds before the first frame
+            pipeline.timings["control_port"] = control.start(pipeline.supervisor)
+        feed.start()
+
     try:
         closing = pipeline.run(source, 1, on_resync=feed.request_snapshot,
-                               before_run=feed.start)
+                               before_run=before_run)
     finally:
+        if control is not None:
+            control.stop()
         feed.stop()
         if recorder is not None:
             recorder.close()
@@ -480,3 +490,55 @@ def _summary_json(summary: dict[str, Any]) -> str:
     run_specific = {"run_id", "journal", "workers", "actor_calls", "pauses"}
     stable = {key: value for key, value in summary.items() if key not in run_specific}
     return to_json(stable)
+
+
+class _LiveControl:
+    """`ats control` during `ats live` (config `control.enabled`): the persisted operator state
+    is applied to the risk actor before the feed opens, and the channel serves until the run is
+    asked to stop (the journal closes after that). Refuses to start without ATS_CONTROL_TOKEN."""
+
+    def __init__(self, config: RunConfig, stop: threading.Event) -> None:
+        from engine.control.channel import ControlChannelError, token_from_env
+
+        if config.actors != "ray":
+            raise ValueError("control.enabled needs actors: ray (the in-process engine has no "
+                             "thread-safe entry for operator commands yet)")
+        try:
+            token_from_env()  # fail before anything starts
+        except ControlChannelError as error:
+            raise ValueError(str(error)) from None
+        self.settings = config.control
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._server: Any = None
+
+    def start(self, supervisor: Any) -> float:
+        """Apply the persisted state, open the channel; returns the port it listens on."""
+        from actors.risk_actor import RiskActorControl
+        from engine.control.channel import ControlServer
+        from engine.control.controller import Controller
+
+        journal = supervisor.journal
+
+        def journal_rows(rows: list[dict[str, Any]]) -> None:
+            journal.append_many.remote({"control_events": rows})
+
+        controller = Controller(self.settings.state_file, RiskActorControl(supervisor.risk),
+                                journal=journal_rows)
+        controller.start()
+        with self._lock:
+            self._server = ControlServer(controller, self.settings.host,
+                                         self.settings.port).start()
+            port = float(self._server.port)
+        threading.Thread(target=self._stop_with_run, name="ats-control-stop", daemon=True).start()
+        return port
+
+    def _stop_with_run(self) -> None:
+        self._stop.wait()
+        self.stop()
+
+    def stop(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()

@@ -260,6 +260,12 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
         [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("kind", _S),
          ("detail", _S)]
     ),
+    # Operator commands over the control channel (engine.control): who, when (wall clock ns
+    # and the engine's event time when known), what, and the result; refusals too, never a token.
+    "control_events": pa.schema(
+        [("key", _S), ("run_id", _S), ("ts_wall", _I), ("ts_event", _I), ("who", _S),
+         ("command", _S), ("argument", _S), ("result", _S), ("detail", _S)]
+    ),
     "feed_events": pa.schema(
         [("key", _S), ("run_id", _S), ("ts_event", _I), ("ts_recv", _I), ("symbol", _S),
          ("kind", _S), ("detail", _S)]
