@@ -13,6 +13,7 @@ config or `--in-process`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,10 +29,12 @@ from actors.progress import (
 )
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.control.state import ControlState
 from engine.feature_rows import add_feature_rows
 from engine.latency import LatencyRecorder, receive_times
 from engine.metrics import RunMetrics
 from engine.risk import LocalGateway, PortfolioRisk
+from engine.rules.control import ControlEffect
 from engine.symbol_engine import StepResult, SymbolEngine
 from storage.journal import JournalWriter
 
@@ -67,6 +70,9 @@ class InProcessSupervisor:
             config.strategy.timeframe if config.replay.journal_features else None
         )
         self._decisions_since_flush = 0
+        # the dataflow's thread steps the engines; the control channel's thread reaches risk and
+        # the journal between two steps, never during one
+        self._lock = threading.RLock()
         self._closed = False
         self.step_calls = 0
         self.pauses = 0
@@ -81,13 +87,28 @@ class InProcessSupervisor:
         if progress is None:
             raise KeyError(f"batch for symbol {batch.symbol!r}: not a symbol of this run")
         count_features(self.metrics, batch, self.live, self.latency)
-        progress.queue.append(batch)
-        self._run_ready()
+        with self._lock:
+            progress.queue.append(batch)
+            self._run_ready()
 
     def on_journal_rows(self, rows_by_table: Mapping[str, list[dict[str, Any]]]) -> None:
         count_dataflow_rows(self.metrics, rows_by_table)
         if any(rows_by_table.values()):
-            self.writer.append_many(rows_by_table)
+            with self._lock:
+                self.writer.append_many(rows_by_table)
+
+    # ------------------------------------------------------------------ manual control
+
+    def apply_control(self, state: ControlState) -> ControlEffect:
+        """The operator's state into risk (`engine.control`), between two steps."""
+        with self._lock:
+            return self.risk.apply_control(state)
+
+    def journal_control(self, rows: list[dict[str, Any]]) -> None:
+        """`control_events` rows from the control channel's thread."""
+        with self._lock:
+            if not self._closed:
+                self.writer.append_many({"control_events": rows})
 
     # ------------------------------------------------------------------ stepping
 
@@ -152,6 +173,10 @@ class InProcessSupervisor:
 
     def close(self) -> dict[str, Any]:
         """Finish every symbol, close risk and the journal; return the run's summary."""
+        with self._lock:
+            return self._close()
+
+    def _close(self) -> dict[str, Any]:
         if self._closed:
             raise RuntimeError("supervisor already closed")
         self._closed = True
@@ -172,7 +197,8 @@ class InProcessSupervisor:
         """After a failure: keep what the journal already has. Never raises."""
         self._closed = True
         try:
-            self.writer.close()
+            with self._lock:
+                self.writer.close()
         except Exception:  # best effort on the failure path
             pass
 

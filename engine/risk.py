@@ -34,7 +34,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.config import RiskConfig
@@ -206,13 +206,17 @@ class PortfolioRisk:
 
     def apply_control(self, state: ControlState) -> ControlEffect:
         """The operator's state (engine.control) into the manual_control rule: its halt halts
-        here, a new reset-halt resets here, exit requests become flatten actions."""
+        here, a new reset-halt resets here, exit requests become flatten actions. The effect
+        reports risk's own halt (a rule's kill switch included), so the controller can persist
+        it: only `ats control reset-halt` clears it, even across a restart."""
         positions = {symbol: book.quantity for symbol, book in self._books.items()}
         effect = self.control.update(state, positions, self._now or None)
         if effect.reset_halt:
             self.reset_halt()
         for action in effect.actions:
             self._record_action(action)
+        if self.halted and not effect.halted:
+            effect = replace(effect, halted=True, halt_reason=self.halt_reason)
         return effect
 
     # ------------------------------------------------------------------ updates

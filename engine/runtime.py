@@ -500,9 +500,6 @@ class _LiveControl:
     def __init__(self, config: RunConfig, stop: threading.Event) -> None:
         from engine.control.channel import ControlChannelError, token_from_env
 
-        if config.actors != "ray":
-            raise ValueError("control.enabled needs actors: ray (the in-process engine has no "
-                             "thread-safe entry for operator commands yet)")
         try:
             token_from_env()  # fail before anything starts
         except ControlChannelError as error:
@@ -514,17 +511,23 @@ class _LiveControl:
 
     def start(self, supervisor: Any) -> float:
         """Apply the persisted state, open the channel; returns the port it listens on."""
-        from actors.risk_actor import RiskActorControl
         from engine.control.channel import ControlServer
         from engine.control.controller import Controller
 
-        journal = supervisor.journal
+        risk: Any
+        journal_rows: Any
+        if hasattr(supervisor, "apply_control"):  # the in-process engine takes it directly
+            risk, journal_rows = supervisor, supervisor.journal_control
+        else:
+            from actors.risk_actor import RiskActorControl
 
-        def journal_rows(rows: list[dict[str, Any]]) -> None:
-            journal.append_many.remote({"control_events": rows})
+            journal = supervisor.journal
+            risk = RiskActorControl(supervisor.risk)
 
-        controller = Controller(self.settings.state_file, RiskActorControl(supervisor.risk),
-                                journal=journal_rows)
+            def journal_rows(rows: list[dict[str, Any]]) -> None:
+                journal.append_many.remote({"control_events": rows})
+
+        controller = Controller(self.settings.state_file, risk, journal=journal_rows)
         controller.start()
         with self._lock:
             self._server = ControlServer(controller, self.settings.host,

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,16 +104,34 @@ class Controller:
             return self.status()
 
     def refresh(self) -> None:
-        """Re-apply the state: settles exit requests whose positions are now flat."""
+        """Re-apply the state: settles exit requests whose positions are now flat, and persists
+        a halt that risk took on its own (a rule's kill switch), so it holds after a restart
+        until `reset-halt`."""
         with self._lock:
             before = self.state.exits
-            if not before:
-                return  # nothing to settle; commands push their own changes
             error = self._push()
             if error:
                 log.warning("control refresh failed: %s", error)
-            elif self.state.exits != before:
+                return
+            if self.state.exits != before:
                 log.info("control: exit requests settled, %d outstanding", len(self.state.exits))
+            self._persist_risk_halt()
+
+    def _persist_risk_halt(self) -> None:
+        effect = self.last_effect
+        if effect is None or not effect.halted or self.state.halted:
+            return
+        reason = f"risk halted: {effect.halt_reason}"
+        halted = replace(self.state, halted=True, halt_reason=reason)
+        try:
+            save_control_state(self.state_file, halted)
+        except OSError as error:  # risk stays halted in memory; retried on the next refresh
+            log.error("control state file not written for a risk halt: %s", error)
+            return
+        self.state = halted
+        self._push()
+        self._record("engine", "halt", "", "applied", f"{reason}; persisted until reset-halt")
+        log.warning("control: %s (persisted until reset-halt)", reason)
 
     def execute(self, command: ControlCommand, who: str) -> dict[str, Any]:
         """Apply one command; returns the channel's answer (result, message, state)."""

@@ -425,6 +425,8 @@ def test_order_flow_keeps_a_partially_filled_exit_in_flight_until_done() -> None
     opening = Fill("BTCUSDT:f0", "BTCUSDT:o0", "BTCUSDT", T0 - NS_PER_SECOND, 0, 1, 3.0, 100.0,
                    100.0, 0.0, "taker", 0.0, 0.0)
     flow.tracker.apply_fill(opening, OrderContext("entry", "test"))
+    gateway = RecordingGateway()
+    gateway.risk.submit([opening])  # risk knows the position the exit closes
     depth = _book([
         (T0, [(99.0, 1.0)], [(101.0, 1.0)]),
         (T0 + NS_PER_SECOND, [(98.0, 5.0)], [(101.0, 1.0)]),
@@ -432,7 +434,7 @@ def test_order_flow_keeps_a_partially_filled_exit_in_flight_until_done() -> None
     trades = make_trades([T0 + 10 * MS, T0 + NS_PER_SECOND + 10 * MS], [100.0, 98.5])
     batch = FeatureBatch("BTCUSDT", 0, T0 + 2 * NS_PER_SECOND, trades, {}, depth=depth)
     flow.queue_exit(T0, 100.0, 3.0, "stop", None)
-    assert not flow.decide_queued(2**62, RecordingGateway(), batch)
+    assert not flow.decide_queued(2**62, gateway, batch)
     flow.fill(batch, 0)
     assert flow.tracker.signed_quantity == pytest.approx(2.0) and flow.busy
     assert flow.matcher.next_fill_index(trades, 0, depth) == 1

@@ -157,7 +157,7 @@ def test_cli_kill_flattens_the_venue_and_halts_until_reset_halt(
     assert TOKEN not in caplog.text + output.out + output.err
 
 
-def test_live_with_control_refuses_to_start_without_token_or_with_in_process_actors(
+def test_live_with_control_refuses_to_start_without_a_token(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.config import ControlConfig, RunConfig
     from engine.runtime import run_live
@@ -167,8 +167,4 @@ def test_live_with_control_refuses_to_start_without_token_or_with_in_process_act
     monkeypatch.delenv("ATS_CONTROL_TOKEN", raising=False)
     with pytest.raises(ValueError, match="ATS_CONTROL_TOKEN is not set"):
         run_live(["BTCUSDT"], config, tmp_path / "journal.duckdb")
-    monkeypatch.setenv("ATS_CONTROL_TOKEN", TOKEN)
-    with pytest.raises(ValueError, match=r"control\.enabled needs actors: ray"):
-        run_live(["BTCUSDT"], config.model_copy(update={"actors": "in_process"}),
-                 tmp_path / "journal.duckdb")
     assert not (tmp_path / "journal.duckdb").exists()

@@ -1,5 +1,6 @@
 """`ats live --paper` with the control channel: the persisted operator state holds from the first
-frame, and `ats control` commands reach the running engine's risk actor and its journal."""
+frame, and `ats control` commands reach the running engine's risk (actor or in process) and
+its journal."""
 
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ def _operator(url: str, stop: threading.Event, answers: list[object]) -> None:
         stop.set()
 
 
+@pytest.mark.parametrize("actors", ["ray", "in_process"])
 def test_live_paper_obeys_the_persisted_state_and_the_operator(
-        tmp_path: Path, spot_captures: list[Path], monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        actors: str, tmp_path: Path, spot_captures: list[Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ATS_CONTROL_TOKEN", TOKEN)
     state_file = tmp_path / "control_state.json"
     save_control_state(state_file, ControlState(blacklist=("BTC",)))  # as a previous run left it
@@ -62,7 +64,8 @@ def test_live_paper_obeys_the_persisted_state_and_the_operator(
         config = load_config(SAMPLE_CONFIG).model_copy(update={
             "live": LiveConfig(ws_url=server.ws_url, rest_url=server.rest_url,
                                stale_after_s=60.0),
-            "control": ControlConfig(enabled=True, port=port, state_file=state_file)})
+            "control": ControlConfig(enabled=True, port=port, state_file=state_file),
+            "actors": actors})
         stop = threading.Event()
         answers: list[object] = []
         operator = threading.Thread(target=_operator,

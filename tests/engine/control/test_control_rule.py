@@ -242,3 +242,28 @@ def test_without_a_writable_state_file_only_tightening_commands_apply(tmp_path: 
     assert engine.risk.control.state.blacklist == ("DOGE",)
     assert engine.rows[-1]["result"] == "failed"
     assert "not applied" in engine.rows[-1]["detail"]
+
+
+def test_a_halt_a_risk_rule_took_is_persisted_until_reset_halt(tmp_path: Path) -> None:
+    """A rule's kill switch (here the drawdown kill of perps_hft, simulated by its halt) must hold
+    after a restart like an operator kill: the controller's refresh persists it."""
+    state_file = tmp_path / "control.json"
+    rows: list[dict[str, Any]] = []
+    risk = PortfolioRisk(RiskConfig(), EQUITY)
+    controller = Controller(state_file, risk, journal=rows.extend)
+    controller.start()
+    controller.refresh()
+    assert not controller.state.halted  # nothing to persist yet
+    risk.halt("drawdown_kill_switch: drawdown 5.10% reached the 5.00% kill level")
+    controller.refresh()
+    assert controller.state.halted and "drawdown_kill_switch" in controller.state.halt_reason
+    assert any(row["who"] == "engine" and row["command"] == "halt" for row in rows)
+
+    restarted = PortfolioRisk(RiskConfig(), EQUITY)  # a new process: only the file remains
+    again = Controller(state_file, restarted)
+    again.start()
+    assert restarted.halted
+    assert not restarted.decide(intent()).approved
+    assert again.execute(parse_command(["reset-halt"]), "ops")["result"] == "applied"
+    assert not restarted.halted and not again.state.halted
+    assert restarted.decide(intent()).approved
