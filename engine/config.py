@@ -65,6 +65,10 @@ class MomentumBreakoutConfig(_Frozen):
     rsi_short_low: float = 25.0
     rsi_short_high: float = 50.0
     atr_period: int = Field(14, ge=2)
+    atr_baseline_period: int = Field(
+        100, ge=2, description="a slower ATR attached to intents as `atr_baseline`, for risk "
+        "rules that scale size by baseline / current volatility"
+    )
     min_atr_pct: float = Field(0.003, ge=0)
     max_atr_pct: float = Field(0.04, gt=0)
     entry_score: int = Field(4, ge=0, le=5)

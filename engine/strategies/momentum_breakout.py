@@ -53,6 +53,7 @@ class MomentumBreakout(Strategy):
         self.volume_sma_column = f"volume_sma_{config.volume_sma_period}"
         self.rsi_column = f"rsi_{config.rsi_period}"
         self.atr_column = f"atr_{config.atr_period}"
+        self.atr_baseline_column = f"atr_{config.atr_baseline_period}"
         self.trend_fast_column = f"ema_{config.trend_fast_period}"
         self.trend_slow_column = f"ema_{config.trend_slow_period}"
         self.trend = 0  # +1 up, -1 down, 0 unknown or flat, from the last closed trend bar
@@ -71,6 +72,8 @@ class MomentumBreakout(Strategy):
             IndicatorSpec("volume_sma", timeframe, config.volume_sma_period),
             IndicatorSpec("rsi", timeframe, config.rsi_period),
             IndicatorSpec("atr", timeframe, config.atr_period),
+            *([IndicatorSpec("atr", timeframe, config.atr_baseline_period)]
+              if config.atr_baseline_period != config.atr_period else []),
             IndicatorSpec("ema", config.trend_timeframe, config.trend_fast_period),
             IndicatorSpec("ema", config.trend_timeframe, config.trend_slow_period),
         ]
@@ -163,6 +166,8 @@ class MomentumBreakout(Strategy):
             "volume_sma": volume_sma,
             "rsi": rsi,
             "atr": atr,
+            "atr_baseline": (bars.value(self.atr_baseline_column)
+                             if bars.has(self.atr_baseline_column) else math.nan),
             "atr_pct": atr_pct,
             "blocked": blocked,
         }

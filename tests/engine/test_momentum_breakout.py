@@ -216,6 +216,7 @@ def test_indicators_requested() -> None:
         "volume_sma_20",
         "rsi_14",
         "atr_14",
+        "atr_100",  # the baseline risk rules scale size by (intent feature `atr_baseline`)
         "ema_20",
         "ema_50",
     }
