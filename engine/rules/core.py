@@ -1,5 +1,5 @@
 """The rules every profile builds on: halts, stale data, daily loss, flips, position count,
-fixed-fractional sizing, portfolio heat and gross leverage.
+fixed-fractional sizing, portfolio heat, gross leverage and the drawdown kill switch.
 
 `default_profile(risk_config)` assembles them from the flat `risk:` section of a run config, which
 is what a run uses when it names no profile (and what runs used before profiles existed).
@@ -7,6 +7,7 @@ is what a run uses when it names no profile (and what runs used before profiles 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -241,6 +242,81 @@ class MaxLeverageConfig(RuleConfig):
 
     def build(self, profile: RiskProfile) -> RiskRule:
         return MaxLeverage(limit=self.limit)
+
+
+# ------------------------------------------------------------------ drawdown
+
+
+@dataclass
+class DrawdownKillSwitch(RiskRule):
+    """Once drawdown from the peak reaches `limit_pct`: flatten everything and halt until a
+    manual reset (a kill switch; the intraday plan's "flatten and shut down" is the same rule
+    under its own name). An unreported breach is refused too. A manual reset lifts a tripped
+    switch and restarts the peak at the next equity; a reset of some other halt leaves the peak
+    alone, so it never rebases the drawdown."""
+
+    name: ClassVar[str] = "drawdown_kill_switch"
+    label: ClassVar[str] = "kill switch"
+    limit_pct: float = 0.05
+    peak: float | None = None
+    rebase_on_next_event: bool = False  # set by a manual reset of a tripped switch
+    tripped: bool = False
+    tripped_reason: str = ""
+
+    def _drawdown(self, equity: float) -> float:
+        if self.peak is None or not (self.peak > 0 and math.isfinite(equity)):
+            return math.nan
+        return max(0.0, 1.0 - equity / self.peak)
+
+    def _breached(self, drawdown: float) -> bool:
+        # relative float noise at the threshold counts as reaching it
+        return math.isfinite(drawdown) and drawdown >= self.limit_pct * (1.0 - 1e-12)
+
+    def observe(self, event: RiskEvent, snapshot: PortfolioSnapshot) -> Sequence[RiskAction]:
+        if not isinstance(event, EquityObserved | DayStarted):
+            return ()
+        equity = snapshot.equity
+        if not math.isfinite(equity):
+            return ()  # entries already fail closed on a non-finite equity
+        if self.peak is None:
+            self.peak = equity if self.rebase_on_next_event else max(snapshot.peak_equity, equity)
+            self.rebase_on_next_event = False
+        self.peak = max(self.peak, equity)
+        drawdown = self._drawdown(equity)
+        if self.tripped or not self._breached(drawdown):
+            return ()
+        self.tripped = True
+        self.tripped_reason = (f"drawdown {drawdown:.2%} from peak {self.peak:.2f} (equity "
+                               f"{equity:.2f}) reached the {self.limit_pct:.2%} {self.label}")
+        return (RiskAction("flatten_all", self.name, f"{self.tripped_reason}; flatten all"),
+                RiskAction("halt", self.name, f"{self.tripped_reason}; halted until a manual "
+                           "reset (ats control reset-halt)"))
+
+    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        if self.tripped:
+            return self.reject(f"{self.label} tripped: {self.tripped_reason}; waiting for a "
+                               "manual reset")
+        drawdown = self._drawdown(snapshot.equity)
+        if self._breached(drawdown):
+            return self.reject(f"drawdown {drawdown:.2%} from peak {self.peak:.2f} is at the "
+                               f"{self.limit_pct:.2%} {self.label}")
+        return self.approve(proposal, f"drawdown below {self.limit_pct:.2%}")
+
+    def manual_reset(self) -> None:
+        if self.tripped:
+            self.tripped = False
+            self.tripped_reason = ""
+            self.peak = None
+            self.rebase_on_next_event = True
+
+
+@register_rule
+class DrawdownKillSwitchConfig(RuleConfig):
+    rule: Literal["drawdown_kill_switch"] = "drawdown_kill_switch"
+    limit_pct: float = Field(0.05, gt=0, lt=1, description="drawdown from peak that trips it")
+
+    def build(self, profile: RiskProfile) -> RiskRule:
+        return DrawdownKillSwitch(limit_pct=self.limit_pct)
 
 
 def default_profile(config: RiskConfig) -> RiskProfile:

@@ -59,6 +59,7 @@ from engine.rules.base import (
     RiskRule,
     RuleOutcome,
 )
+from engine.rules.core import DrawdownKillSwitch
 from engine.rules.profile import RiskProfile, RuleConfig, register_rule
 from engine.timeframes import NS_PER_DAY, NS_PER_SECOND
 
@@ -325,48 +326,13 @@ class SlippageHaltConfig(RuleConfig):
 
 
 @dataclass
-class DrawdownShutdown(RiskRule):
-    """Equity `limit_pct` below its peak: flatten everything and halt until a manual reset."""
+class DrawdownShutdown(DrawdownKillSwitch):
+    """The plan's "drawdown over 15% from peak: flatten and shut down": the core drawdown kill
+    switch under the plan's name and threshold."""
 
     name: ClassVar[str] = "drawdown_shutdown"
+    label: ClassVar[str] = "shutdown"
     limit_pct: float = 0.15
-    peak: float | None = None
-    restart_from_equity: bool = False  # after a manual reset the peak restarts at equity
-    shut_down: bool = False
-    shutdown_detail: str = ""
-
-    def observe(self, event: RiskEvent, snapshot: PortfolioSnapshot) -> Sequence[RiskAction]:
-        if not isinstance(event, EquityObserved) or not math.isfinite(snapshot.equity):
-            return ()
-        if self.peak is None:
-            self.peak = snapshot.equity if self.restart_from_equity else snapshot.peak_equity
-            self.restart_from_equity = False
-        self.peak = max(self.peak, snapshot.equity)
-        if self.shut_down or not self.peak > 0:
-            return ()
-        if not snapshot.equity <= self.peak * (1.0 - self.limit_pct):
-            return ()
-        drawdown = 1.0 - snapshot.equity / self.peak
-        self.shut_down = True
-        self.shutdown_detail = (f"drawdown {drawdown:.2%} from peak {self.peak:.2f} reached "
-                                f"{self.limit_pct:.2%}")
-        return (RiskAction("flatten_all", self.name, f"{self.shutdown_detail}; flatten all"),
-                RiskAction("halt", self.name, f"{self.shutdown_detail}; shut down until a "
-                           "manual reset"))
-
-    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
-        if self.shut_down:
-            return self.reject(f"shut down: {self.shutdown_detail}; waits for a manual reset")
-        return self.approve(proposal, f"drawdown below {self.limit_pct:.2%}")
-
-    def manual_reset(self) -> None:
-        """Lift the shutdown and restart the peak at the next equity seen; a reset of some other
-        halt leaves the peak alone (it must not rebase the drawdown)."""
-        if self.shut_down:
-            self.shut_down = False
-            self.shutdown_detail = ""
-            self.peak = None
-            self.restart_from_equity = True
 
 
 @register_rule

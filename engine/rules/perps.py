@@ -1,5 +1,5 @@
-"""The perpetuals HFT plan's gates: stops under 0.1%, 60-second time exits, and a kill switch at
-5% drawdown. Its CVaR sizing is in `engine.rules.perps_sizing`; the profile
+"""The perpetuals HFT plan's gates: stops under 0.1% and 60-second time exits. Its CVaR sizing
+is in `engine.rules.perps_sizing`; the profile
 (`configs/risk/perps_hft.yaml`) adds the shared kill_switch, stale_data, net_flip,
 portfolio_heat and max_leverage rules from `engine.rules.core`.
 
@@ -13,19 +13,14 @@ portfolio_heat and max_leverage rules from `engine.rules.core`.
   it returns one `flatten_symbol` for that position, and while that position stays open it
   rejects further entries on the symbol (adding to a position past its time exit is never
   right). A new position gets a new clock and a new action. Reads no features.
-- `drawdown_kill_switch` (gate) measures drawdown from the highest equity it has seen (starting
-  from the portfolio's peak). When it reaches `limit_pct` (5%, inclusive) it returns
-  `flatten_all` and `halt` once, and rejects every entry until an operator's `reset_halt`
-  (`manual_reset`). The reset accepts the loss so far: the switch then measures from the equity
-  at the next event, so it does not trip again at once on the old peak. It also rejects an
-  entry whose snapshot is already past the limit before any event reported it. Reads no features.
+- The 5% kill switch is the core `drawdown_kill_switch` (`engine.rules.core`), shared with the
+  intraday plan's `drawdown_shutdown`.
 
 Rules use event time only (fill and event timestamps) and are picklable.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -33,8 +28,6 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from engine.rules.base import (
-    DayStarted,
-    EquityObserved,
     FillObserved,
     PortfolioSnapshot,
     Proposal,
@@ -162,65 +155,3 @@ class HoldTimeExitConfig(RuleConfig):
 # ------------------------------------------------------------------ kill switch at 5% drawdown
 
 
-@dataclass
-class DrawdownKillSwitch(RiskRule):
-    """Flatten everything and halt once drawdown from the peak reaches `limit_pct`."""
-
-    name: ClassVar[str] = "drawdown_kill_switch"
-    limit_pct: float = 0.05
-    peak: float | None = None
-    rebase_on_next_event: bool = False  # set by a manual reset
-    tripped: bool = False
-    tripped_reason: str = ""
-
-    def _drawdown(self, equity: float) -> float:
-        if self.peak is None or not (self.peak > 0 and math.isfinite(equity)):
-            return math.nan
-        return max(0.0, 1.0 - equity / self.peak)
-
-    def _breached(self, drawdown: float) -> bool:
-        return math.isfinite(drawdown) and drawdown >= self.limit_pct * (1.0 - _BOUNDARY)
-
-    def observe(self, event: RiskEvent, snapshot: PortfolioSnapshot) -> Sequence[RiskAction]:
-        if not isinstance(event, EquityObserved | DayStarted):
-            return ()
-        equity = snapshot.equity
-        if not math.isfinite(equity):
-            return ()  # entries already fail closed on a non-finite equity
-        if self.peak is None:
-            self.peak = equity if self.rebase_on_next_event else max(snapshot.peak_equity, equity)
-            self.rebase_on_next_event = False
-        self.peak = max(self.peak, equity)
-        drawdown = self._drawdown(equity)
-        if self.tripped or not self._breached(drawdown):
-            return ()
-        self.tripped = True
-        self.tripped_reason = (f"drawdown {drawdown:.2%} from peak {self.peak:.2f} (equity "
-                               f"{equity:.2f}) reached the {self.limit_pct:.2%} kill switch")
-        return (RiskAction("flatten_all", self.name, self.tripped_reason),
-                RiskAction("halt", self.name, self.tripped_reason + "; reset-halt to resume"))
-
-    def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
-        if self.tripped:
-            return self.reject(f"kill switch tripped: {self.tripped_reason}; waiting for a "
-                               "manual reset")
-        drawdown = self._drawdown(snapshot.equity)
-        if self._breached(drawdown):
-            return self.reject(f"drawdown {drawdown:.2%} from peak {self.peak:.2f} is at the "
-                               f"{self.limit_pct:.2%} kill switch")
-        return self.approve(proposal, f"drawdown below {self.limit_pct:.2%}")
-
-    def manual_reset(self) -> None:
-        self.tripped = False
-        self.tripped_reason = ""
-        self.peak = None
-        self.rebase_on_next_event = True
-
-
-@register_rule
-class DrawdownKillSwitchConfig(RuleConfig):
-    rule: Literal["drawdown_kill_switch"] = "drawdown_kill_switch"
-    limit_pct: float = Field(0.05, gt=0, lt=1, description="drawdown from peak that trips it")
-
-    def build(self, profile: RiskProfile) -> RiskRule:
-        return DrawdownKillSwitch(limit_pct=self.limit_pct)

@@ -24,10 +24,8 @@ from engine.rules.base import (
     Proposal,
 )
 from engine.rules.chain import effective_stop, evaluate
-from engine.rules.core import KillSwitchConfig
+from engine.rules.core import DrawdownKillSwitch, DrawdownKillSwitchConfig, KillSwitchConfig
 from engine.rules.perps import (
-    DrawdownKillSwitch,
-    DrawdownKillSwitchConfig,
     HoldTimeExit,
     HoldTimeExitConfig,
     MaxStopDistance,
