@@ -55,6 +55,16 @@ class _RollingSum:
             self.total = math.fsum(value for _, value in self.samples)
 
 
+def _check_window(window: str) -> None:
+    """A rolling window must parse as a positive duration (errors name the `window` key)."""
+    try:
+        duration = parse_duration_ns(window)
+    except ValueError as error:
+        raise ValueError(f"window: {error}") from None
+    if duration <= 0:
+        raise ValueError(f"window: must be positive, got {window!r}")
+
+
 class SpreadFilterConfig(_Frozen):
     """No entry when the spread exceeds `max_multiple` x its running average over `window`."""
 
@@ -64,12 +74,7 @@ class SpreadFilterConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> SpreadFilterConfig:
-        try:
-            window = parse_duration_ns(self.window)
-        except ValueError as error:
-            raise ValueError(f"window: {error}") from None
-        if window <= 0:
-            raise ValueError(f"window: must be positive, got {self.window!r}")
+        _check_window(self.window)
         return self
 
 
@@ -123,12 +128,7 @@ class VolumeCapConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> VolumeCapConfig:
-        try:
-            window = parse_duration_ns(self.window)
-        except ValueError as error:
-            raise ValueError(f"window: {error}") from None
-        if window <= 0:
-            raise ValueError(f"window: must be positive, got {self.window!r}")
+        _check_window(self.window)
         return self
 
 
