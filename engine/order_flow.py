@@ -30,7 +30,15 @@ from engine.matching import PaperMatcher
 from engine.position_tracker import OrderContext, PositionTracker
 from engine.signal_rows import SignalLedger
 from engine.strategies.base import Signal
-from engine.types import Fill, Mark, OrderIntent, PortfolioUpdate, RiskDecision, intent_id_for
+from engine.types import (
+    Fill,
+    Mark,
+    OrderIntent,
+    OrderReleased,
+    PortfolioUpdate,
+    RiskDecision,
+    intent_id_for,
+)
 
 # Tables every drain has; "funding" appears only when a funding payment was journaled.
 JOURNAL_TABLES_OUT: tuple[str, ...] = ("signals", "orders", "fills", "trades", "dead_letters")
@@ -215,7 +223,8 @@ class OrderFlow:
         """Fill the first order in flight against trade `index` of the batch (wholly or in
         part: the order stays in flight until the matcher is done with it)."""
         self.settle_funding(int(batch.trades.ts_event[index]))
-        order_id = self.matcher.pending[0].order_id
+        order = self.matcher.pending[0]
+        order_id = order.order_id
         fill = self.matcher.fill_next(
             batch.trades, index, self.next_sequence(), batch.quotes, batch.depth
         )
@@ -224,6 +233,10 @@ class OrderFlow:
             context = self._contexts[order_id]
         else:
             context = self._contexts.pop(order_id)
+            if order.filled < order.quantity * (1 - 1e-9):  # rejected or remainder cancelled
+                self.updates.append(OrderReleased(
+                    self.symbol, int(batch.trades.ts_event[index]), self.next_sequence(),
+                    order_id, "rejected" if fill is None else "remainder cancelled"))
         if fill is None:  # rejected (no finite price: fail closed) or the rest was cancelled
             row = self.signals.resolve_order(order_id, "order_rejected")
             if row is not None:

@@ -15,7 +15,8 @@ separately; funding payments (`FundingPayment`, amount > 0 paid) in `funding`;
 equity = initial + realized - fees - funding + unrealized (at the last mark). The day's start
 equity is the equity when the first event of a UTC day (by ts_event) is seen. Reserved exposure:
 an approved intent's order counts in the projected position until its fills arrive (order ids
-come from `engine.types.order_id_for`); an order that never fills keeps its reservation.
+come from `engine.types.order_id_for`); an `OrderReleased` update (an order rejected, or its
+remainder cancelled) frees what is left of it.
 
 Rules observe the portfolio: after every applied update they see the fill or mark, the equity it
 left, each round trip that went flat (`TradeClosed`, with its initial risk for R multiples), each
@@ -61,6 +62,7 @@ from engine.types import (
     FundingPayment,
     Mark,
     OrderIntent,
+    OrderReleased,
     PortfolioUpdate,
     RiskDecision,
     update_key,
@@ -261,6 +263,8 @@ class PortfolioRisk:
         elif isinstance(update, FundingPayment):
             self.funding += update.amount
             self._refresh()
+        elif isinstance(update, OrderReleased):
+            book.pending.pop(update.order_id, None)
         else:
             self._apply_mark(book, update)
         self._emit(EquityObserved(update.ts_event), update.symbol)

@@ -162,9 +162,26 @@ class FundingPayment:
         return event_key(self.ts_event, self.symbol, self.sequence)
 
 
-PortfolioUpdate = Fill | Mark | FundingPayment
+@dataclass(frozen=True)
+class OrderReleased:
+    """An approved order that will fill no further (rejected, or its remainder cancelled): risk
+    frees what it still reserved for it, so a dead order never holds heat, leverage or a
+    position slot."""
+
+    symbol: str
+    ts_event: int
+    sequence: int
+    order_id: str
+    reason: str
+
+    @property
+    def key(self) -> EventKey:
+        return event_key(self.ts_event, self.symbol, self.sequence)
+
+
+PortfolioUpdate = Fill | Mark | FundingPayment | OrderReleased
 
 
 def update_key(update: PortfolioUpdate) -> EventKey:
-    """Ordering key of a fill, a mark or a funding payment."""
+    """Ordering key of a fill, a mark, a funding payment or an order release."""
     return event_key(update.ts_event, update.symbol, update.sequence)

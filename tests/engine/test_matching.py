@@ -17,7 +17,7 @@ from engine.matching import PaperMatcher
 from engine.order_flow import OrderFlow
 from engine.position_tracker import OrderContext
 from engine.timeframes import NS_PER_SECOND
-from engine.types import Fill, OrderIntent, intent_id_for
+from engine.types import Fill, OrderIntent, OrderReleased, intent_id_for
 
 MS = 1_000_000
 T0 = 1_700_000_000 * NS_PER_SECOND
@@ -447,3 +447,29 @@ def test_order_flow_keeps_a_partially_filled_exit_in_flight_until_done() -> None
     assert [(update.fill_id, update.quantity) for update in updates] == [
         ("BTCUSDT:f1", 1.0), ("BTCUSDT:f2", 2.0)
     ]
+
+
+def test_a_cancelled_remainder_frees_its_reservation_in_risk() -> None:
+    """IOC on a thin book: an exit of 5 fills 3 and the rest is cancelled. Risk must see the 2
+    still held as a position (a dead remainder reserved against it would hide it from heat,
+    leverage and the position count)."""
+    flow = OrderFlow("BTCUSDT", "test", _partial_config("cancel"))
+    opening = Fill("BTCUSDT:f0", "BTCUSDT:o0", "BTCUSDT", T0 - NS_PER_SECOND, 0, 1, 5.0, 100.0,
+                   100.0, 0.0, "taker", 0.0, 0.0, 95.0)
+    flow.tracker.apply_fill(opening, OrderContext("entry", "test"))
+    gateway = RecordingGateway()
+    gateway.risk.submit([opening])
+    depth = _book([(T0, [(99.0, 1.0), (98.0, 2.0)], [(101.0, 1.0)])])
+    trades = make_trades([T0 + 10 * MS], [100.0], [50.0])
+    batch = FeatureBatch("BTCUSDT", 0, T0 + NS_PER_SECOND, trades, {}, depth=depth)
+    flow.queue_exit(T0, 100.0, 5.0, "stop", None)
+    assert not flow.decide_queued(2**62, gateway, batch)
+    flow.fill(batch, 0)
+    assert flow.tracker.signed_quantity == pytest.approx(2.0) and not flow.busy
+    updates, _, _ = flow.drain()
+    released = [update for update in updates if isinstance(update, OrderReleased)]
+    assert [update.reason for update in released] == ["remainder cancelled"]
+    gateway.risk.submit(updates)
+    gateway.risk.apply_all()
+    assert gateway.risk.position("BTCUSDT")[0] == pytest.approx(2.0)
+    assert gateway.risk.summary()["open_positions"] == 1  # 0 while the dead 2 were reserved
