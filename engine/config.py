@@ -108,6 +108,12 @@ class RiskConfig(_Frozen):
     default_stop_pct: float = Field(
         0.02, gt=0, le=1, description="stop distance assumed for heat when an intent has none"
     )
+    position_checks: bool | None = Field(
+        None,
+        description="each primary bar close while a position is open, ask risk (in event-time "
+        "order) whether a rule wants it closed, and close it; None: on when a profile is set or "
+        "manual control is enabled",
+    )
     profile: RiskProfile | None = Field(
         None,
         description="a risk profile (bundled name under configs/risk/, a path, or inline); "

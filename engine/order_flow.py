@@ -31,6 +31,7 @@ from engine.position_tracker import OrderContext, PositionTracker
 from engine.signal_rows import SignalLedger
 from engine.strategies.base import Signal
 from engine.types import (
+    POSITION_CHECK,
     Fill,
     Mark,
     OrderIntent,
@@ -119,6 +120,13 @@ class OrderFlow:
             _QueuedIntent(intent, OrderContext("exit", reason, take_profit=take_profit))
         )
 
+    def queue_position_check(self, ts_event: int, price: float) -> None:
+        """Ask risk, in event-time order like an intent, whether a rule wants the position
+        closed (a flatten from a time exit, a flash crash, a drawdown kill, the operator)."""
+        side = 1 if self.tracker.signed_quantity > 0 else -1
+        intent = self._intent(ts_event, side, POSITION_CHECK, None, price, reason="check")
+        self.queue.append(_QueuedIntent(intent, OrderContext(POSITION_CHECK, "check")))
+
     def on_signal(
         self, signal: Signal, timeframe: str, now: int, close: float, bar: dict[str, float]
     ) -> None:
@@ -187,6 +195,9 @@ class OrderFlow:
         self.settle_funding(intent.ts_event)
         decision = gateway.decide(intent, list(self.updates))
         self.updates = []
+        if intent.intent_kind == POSITION_CHECK:
+            self._on_position_check(intent, decision)
+            return
         self.counters["intents"] += 1
         approved = (
             decision.approved
@@ -216,6 +227,19 @@ class OrderFlow:
                 batch.depth,
             )
             self.signals.await_fill(signal_id, order.order_id, estimate)
+
+    def _on_position_check(self, intent: OrderIntent, decision: RiskDecision) -> None:
+        """Close the whole position at market when risk says so, unless an exit is already on
+        its way (it closes the position anyway)."""
+        self.counters["position_checks"] += 1
+        quantity = abs(self.tracker.signed_quantity)
+        exit_in_flight = any(order.intent.reduce_only for order in self.matcher.pending) or any(
+            queued.intent.reduce_only for queued in self.queue)
+        if not decision.directive or quantity == 0 or exit_in_flight:
+            return
+        self.counters["risk_flattens"] += 1
+        rule = decision.directive.split(":", 1)[0]
+        self.queue_exit(intent.ts_event, intent.reference_price, quantity, f"risk:{rule}", None)
 
     # ------------------------------------------------------------------ fills and marks
 

@@ -57,6 +57,7 @@ from engine.rules.control import ControlEffect, ManualControl, with_manual_contr
 from engine.rules.core import default_profile
 from engine.timeframes import NS_PER_DAY
 from engine.types import (
+    POSITION_CHECK,
     EventKey,
     Fill,
     FundingPayment,
@@ -180,6 +181,7 @@ class PortfolioRisk:
         self.approved = 0
         self.rejected = 0
         self._pending_actions: list[RiskAction] = []
+        self._flatten_due: dict[str, RiskAction] = {}  # symbol -> why risk wants it closed
         self._event_sequence = 0
         self._journal: dict[str, list[dict[str, Any]]] = {
             "risk_decisions": [],
@@ -298,6 +300,7 @@ class PortfolioRisk:
             if abs(book.quantity) < _EPSILON:
                 book.quantity = 0.0
                 book.avg_price = math.nan
+                self._flatten_due.pop(fill.symbol, None)
             elif book.quantity * direction < 0:  # flipped through zero: the rest opens here
                 book.avg_price = fill.price
                 book.trip_fees = fill.fee - closing_fee
@@ -370,6 +373,12 @@ class PortfolioRisk:
         if action.kind == "halt" and not self.halted:
             self.halt(f"{action.rule}: {action.reason}")
         self._pending_actions.append(action)
+        if action.kind == "flatten_symbol" and action.symbol:
+            self._flatten_due[action.symbol] = action
+        elif action.kind == "flatten_all":
+            for symbol, book in self._books.items():
+                if book.quantity != 0 or book.projected() != 0:
+                    self._flatten_due[symbol] = action
         self._journal["risk_events"].append(
             {
                 "key": f"{self._now}:{self._event_sequence}",
@@ -470,13 +479,16 @@ class PortfolioRisk:
     # ------------------------------------------------------------------ decisions
 
     def decide(self, intent: OrderIntent) -> RiskDecision:
-        """Apply buffered updates before the intent's key, then approve, size or reject it."""
+        """Apply buffered updates before the intent's key, then approve, size or reject it (or,
+        for a position check, say whether a rule wants the symbol's position closed)."""
         self._apply_until(intent.key)
         self._advance_frontier(intent.key)
         self._roll_day(intent.ts_event)
         self._now = max(self._now, intent.ts_event)
         book = self._books.setdefault(intent.symbol, _SymbolBook())
         snapshot = self._snapshot(intent.ts_event, intent.symbol)
+        if intent.intent_kind == POSITION_CHECK:
+            return self._position_check(intent, book, snapshot)
         decided = evaluate(self.rules, intent, snapshot, self.profile.default_stop_pct)
         outcome = decided.outcome
         approved = outcome.verdict != "reject"
@@ -507,6 +519,20 @@ class PortfolioRisk:
         row["rules_applied"] = " | ".join(decided.notes)
         self._journal["risk_decisions"].append(row)
         return decision
+
+    def _position_check(self, intent: OrderIntent, book: _SymbolBook,
+                        snapshot: PortfolioSnapshot) -> RiskDecision:
+        """Hand a symbol the flatten a rule asked for (once); not journaled as a decision: the
+        exit it causes is, with the rule in its reason, and the action is in `risk_events`."""
+        due = self._flatten_due.pop(intent.symbol, None)
+        directive = f"{due.rule}: {due.reason}" if due is not None and book.quantity else ""
+        return RiskDecision(
+            intent_id=intent.intent_id, symbol=intent.symbol, ts_event=intent.ts_event,
+            approved=False, quantity=0.0, rule=POSITION_CHECK, reason="position check",
+            equity=self.equity, portfolio_heat=snapshot.portfolio_heat,
+            open_positions=snapshot.open_positions, gross_leverage=snapshot.gross_leverage,
+            daily_pnl=snapshot.daily_pnl, directive=directive,
+        )
 
     # ------------------------------------------------------------------ journal and summary
 

@@ -83,6 +83,9 @@ class SymbolEngine:
                 f"compute; add them to `timeframes` (has {list(config.timeframes)})"
             )
         self.flow = OrderFlow(symbol, self.strategy.name, config.simulation)
+        checks = config.risk.position_checks
+        self._position_checks = (config.risk.profile is not None or config.control.enabled
+                                 if checks is None else checks)
         self.bars = BarSchedule(self.strategy.timeframes, self.strategy.history_bars)
         self.totals: Counter[str] = Counter()
         self._cursor: _BatchCursor | None = None
@@ -277,3 +280,5 @@ class SymbolEngine:
             bar = {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
             for signal in signals:
                 flow.on_signal(signal, timeframe, now, close, bar)
+        if primary and self._position_checks and flow.tracker.signed_quantity != 0:
+            flow.queue_position_check(now, close)  # after the strategy's own exits and signals

@@ -84,6 +84,8 @@ class RiskDecision:
 
     `quantity` is the approved quantity (0 when rejected). `rule` names the rule that fixed the
     outcome: the rejecting or capping rule, or "reduce_only", "fixed_fractional", "fixed_quantity".
+    `directive` answers a position check (intent kind POSITION_CHECK): "" to hold, else why risk
+    wants the symbol's position closed now ("<rule>: <reason>").
     """
 
     intent_id: str
@@ -98,6 +100,12 @@ class RiskDecision:
     open_positions: int
     gross_leverage: float
     daily_pnl: float
+    directive: str = ""
+
+
+# The intent kind of a position check: a symbol holding a position asks risk, in event-time order
+# like any intent, whether a rule wants it closed (engine.risk, engine.order_flow).
+POSITION_CHECK = "position_check"
 
 
 @dataclass(frozen=True)

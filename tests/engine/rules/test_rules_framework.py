@@ -31,7 +31,7 @@ from engine.rules.core import default_profile
 from engine.rules.profile import RiskProfile, load_profile
 from engine.rules.scenario import ScenarioError, run_scenario, write_journal
 from engine.timeframes import NS_PER_DAY, NS_PER_HOUR
-from engine.types import Fill, OrderIntent
+from engine.types import POSITION_CHECK, Fill, OrderIntent
 from storage.journal import read_table
 
 DAY0 = 20_000 * NS_PER_DAY
@@ -323,3 +323,29 @@ def test_cli_shows_a_profile_and_runs_a_scenario(tmp_path: Path,
 def test_profile_object_round_trips_through_its_dump(tmp_path: Path) -> None:
     profile = load_profile(str(write_profile(tmp_path)))
     assert RiskProfile.model_validate(profile.model_dump()) == profile
+
+
+def test_position_checks_hand_each_flatten_to_its_symbol_once() -> None:
+    risk = PortfolioRisk(RiskConfig(), 100_000.0)
+    recorder = Recorder()
+    risk.rules.append(recorder)
+    risk.submit([fill("a", DAY0 + 1, 1, 1, 10.0, 100.0, stop=98.0),
+                 fill("b", DAY0 + 2, 2, -1, 5.0, 50.0, stop=51.0, symbol="BBB"),
+                 fill("c", DAY0 + 3, 3, 1, 5.0, 20.0, stop=19.0, symbol="CCC")])
+    risk.apply_all()
+    risk.submit([fill("c2", DAY0 + 4, 4, -1, 5.0, 20.0, symbol="CCC")])  # CCC goes flat later
+
+    def check(symbol: str, sequence: int) -> str:
+        probe = OrderIntent(f"{symbol}:i{sequence}", symbol, DAY0 + 10 + sequence, sequence, 1,
+                            POSITION_CHECK, False, None, 100.0, None)
+        decision = risk.decide(probe)
+        assert not decision.approved and decision.rule == POSITION_CHECK
+        return decision.directive
+
+    assert check("AAA", 1) == ""  # nothing asked yet
+    risk.observe_api_call(DAY0 + 5, ok=False, what="create_order")  # the recorder: flatten_all
+    assert check("AAA", 2).startswith("recorder: close everything")
+    assert check("AAA", 3) == ""  # handed over once
+    assert check("BBB", 4).startswith("recorder: close everything")
+    assert check("CCC", 5) == ""  # flat by then: nothing to close
+    assert risk.drain_journal()["risk_decisions"] == []  # checks are not decisions
