@@ -129,13 +129,16 @@ def test_silence_raises_the_stale_alarm_and_data_clears_it(spot_captures: list[P
     messages = decoded(feed)
     events = feed_events(messages)
     kinds = [kind for kind, _ in events]
-    assert kinds.count("stale") == 1 and kinds.count("fresh") == 1
-    assert kinds.index("stale") < kinds.index("fresh")
-    stale_at = next(i for i, m in enumerate(messages) if m.get("feed") == "stale")
-    fresh_at = next(i for i, m in enumerate(messages) if m.get("feed") == "fresh")
-    assert "stream" in messages[fresh_at + 1]  # "fresh" comes right before the frame
-    assert all("stream" not in m for m in messages[stale_at + 1:fresh_at])
-    assert "no data for" in events[kinds.index("stale")][1]
+    alarms = [kind for kind in kinds if kind in ("stale", "fresh")]
+    # the injected 0.9 s silence raises one alarm; on a loaded machine a starved feed thread may
+    # raise another (0.5 s is short): each must be cleared by data before the next one
+    assert alarms and alarms == ["stale", "fresh"] * (len(alarms) // 2), kinds
+    stale_indexes = [i for i, m in enumerate(messages) if m.get("feed") == "stale"]
+    fresh_indexes = [i for i, m in enumerate(messages) if m.get("feed") == "fresh"]
+    for stale_at, fresh_at in zip(stale_indexes, fresh_indexes, strict=True):
+        assert "stream" in messages[fresh_at + 1]  # "fresh" comes right before the frame
+        assert all("stream" not in m for m in messages[stale_at + 1:fresh_at])
+    assert all("no data for" in detail for kind, detail in events if kind == "stale")
 
 
 def _closed_port() -> int:
