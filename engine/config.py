@@ -110,9 +110,15 @@ class RiskConfig(_Frozen):
     )
     position_checks: bool | None = Field(
         None,
-        description="each primary bar close while a position is open, ask risk (in event-time "
-        "order) whether a rule wants it closed, and close it; None: on when a profile is set or "
-        "manual control is enabled",
+        description="at each bar close of `check_timeframe` while a position is open, ask risk "
+        "(in event-time order) whether a rule wants it closed, and close it; None: on when a "
+        "profile is set or manual control is enabled",
+    )
+    check_timeframe: str | None = Field(
+        None,
+        description="bars that pace position checks (and mark the position for risk); None: the "
+        "strategy's primary timeframe. A shorter one (e.g. 1m under 15m bars) makes flattens "
+        "prompt; it must be one of the run's `timeframes`",
     )
     profile: RiskProfile | None = Field(
         None,
@@ -312,6 +318,12 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="after")
     def _strategy_timeframes_are_computed(self) -> RunConfig:
+        check = self.risk.check_timeframe
+        if check is not None and check not in self.timeframes:
+            raise ValueError(
+                f"risk.check_timeframe {check!r} is not computed: add it to `timeframes` "
+                f"({', '.join(self.timeframes)})"
+            )
         needed = [self.strategy.timeframe]
         if isinstance(self.strategy, MomentumBreakoutConfig):
             needed.append(self.strategy.trend_timeframe)

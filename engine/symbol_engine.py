@@ -86,7 +86,10 @@ class SymbolEngine:
         checks = config.risk.position_checks
         self._position_checks = (config.risk.profile is not None or config.control.enabled
                                  if checks is None else checks)
-        self.bars = BarSchedule(self.strategy.timeframes, self.strategy.history_bars)
+        # bars that pace position checks: the primary timeframe, or a shorter one of its own
+        self._check_timeframe = config.risk.check_timeframe or self.strategy.primary_timeframe
+        timeframes = tuple(dict.fromkeys((*self.strategy.timeframes, self._check_timeframe)))
+        self.bars = BarSchedule(timeframes, self.strategy.history_bars)
         self.totals: Counter[str] = Counter()
         self._cursor: _BatchCursor | None = None
         self._watermark = -(2**63)
@@ -254,6 +257,11 @@ class SymbolEngine:
         end = int(events.end[event])
         history = events.history[timeframe]
         close = float(history["close"][end - 1])
+        if timeframe not in self.strategy.timeframes:  # a check-only timeframe
+            if self._position_checks and flow.tracker.signed_quantity != 0:
+                flow.mark(now, close)
+                flow.queue_position_check(now, close)
+            return
         primary = timeframe == self.strategy.primary_timeframe
         if primary:
             flow.tracker.observe_close(close)
@@ -280,5 +288,6 @@ class SymbolEngine:
             bar = {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
             for signal in signals:
                 flow.on_signal(signal, timeframe, now, close, bar)
-        if primary and self._position_checks and flow.tracker.signed_quantity != 0:
+        checks = self._position_checks and timeframe == self._check_timeframe
+        if checks and flow.tracker.signed_quantity != 0:
             flow.queue_position_check(now, close)  # after the strategy's own exits and signals

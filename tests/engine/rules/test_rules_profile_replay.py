@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
+from engine.config import load_config, parse_config
 from engine.rules.core import default_profile
 from engine.rules.perps import HoldTimeExitConfig
 from engine.rules.profile import RiskProfile, load_profile
 from engine.runtime import SAMPLE_CONFIG, run_replay
 from storage.journal import read_table
+from tests.support.tapes import two_symbol_tape
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +77,35 @@ def test_a_rule_that_flattens_closes_the_position_through_a_journaled_exit(
 def test_flattens_are_identical_with_ray_actors(tmp_path: Path) -> None:
     assert _replay_with_time_exit(tmp_path / "ray.duckdb", in_process=False) == \
         _replay_with_time_exit(tmp_path / "local.duckdb")
+
+
+def _ema_cross_with_time_exit(tape: Path, journal: Path,
+                              check_timeframe: str | None) -> list[tuple[object, ...]]:
+    config = parse_config({
+        "name": "check_cadence", "timeframes": ["1m", "5m"],
+        "strategy": {"kind": "ema_cross", "timeframe": "5m", "fast_period": 3,
+                     "slow_period": 8, "quantity": 0.5},
+        "replay": {"batch_rows": 40_000, "batch_duration": "30m"},
+    })
+    profile = RiskProfile(name="cadence", rules=(
+        *default_profile(config.risk).rules, HoldTimeExitConfig(max_hold_seconds=120.0)))
+    risk = config.risk.model_copy(update={"profile": profile, "check_timeframe": check_timeframe})
+    run_replay([tape], config.model_copy(update={"risk": risk}), journal, in_process=True)
+    return read_table(journal, "trades", deterministic_only=True)
+
+
+def test_a_shorter_check_timeframe_makes_flattens_prompt(tmp_path: Path, klines_csv: Path) -> None:
+    """Under 5-minute bars a 120 s time exit waits for the next 5-minute close (entries fill just
+    after one, so about 5 minutes in); with `check_timeframe: 1m` it closes at the first 1-minute
+    close past 120 s (about 3 minutes in)."""
+    tape = two_symbol_tape(klines_csv, tmp_path / "tape", minutes=240)
+    minute = 60 * 10**9
+    for check, (low, high) in ((None, (4.9, 5.1)), ("1m", (2.9, 3.1))):
+        trades = _ema_cross_with_time_exit(tape, tmp_path / f"{check}.duckdb", check)
+        durations = [(int(row[4]) - int(row[3])) / minute  # exit_ts - entry_ts, in minutes
+                     for row in trades if row[13] == "risk:hold_time_exit"]
+        assert len(durations) >= 5, (check, durations)
+        assert all(low <= duration <= high for duration in durations), (check, durations)
+    with pytest.raises(ValueError, match="check_timeframe '15m' is not computed"):
+        parse_config({"timeframes": ["1m", "5m"], "risk": {"check_timeframe": "15m"},
+                      "strategy": {"kind": "ema_cross", "timeframe": "5m"}})
