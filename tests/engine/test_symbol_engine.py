@@ -484,3 +484,31 @@ def test_entries_inside_a_stale_stretch_carry_the_flag() -> None:
     entry_after = flow._intent(2_000, 1, "entry", None, 100.0)
     assert [entry_before.data_stale, entry_inside.data_stale, exit_inside.data_stale,
             entry_after.data_stale] == [False, True, False, False]
+
+
+def test_an_operator_close_all_closes_the_position_at_the_next_check(tmp_path: Any) -> None:
+    """Manual control's close-all becomes a flatten in risk; the engine's next position check
+    picks it up and exits at market, with the rule in the trade's exit reason."""
+    from engine.control.commands import parse_command
+    from engine.control.controller import Controller
+
+    config = CONFIG.model_copy(update={
+        "risk": CONFIG.risk.model_copy(update={"position_checks": True})})
+    run = Run(SymbolEngine(SYMBOL, config))
+    controller = Controller(tmp_path / "control.json", run.gateway.risk)
+    controller.start()
+    batches = ema_batches()
+    index = 0
+    while run.engine.tracker.signed_quantity == 0:  # trade until a position is open
+        run.step(batches[index])
+        index += 1
+    answer = controller.execute(parse_command(["close-all"]), "ops")
+    assert answer["result"] == "applied", answer
+    first_bar = int(batches[index].bars["1m"].columns["ts_close"][0])
+    run.step(batches[index])
+    closed = [trade for trade in run.journal["trades"]
+              if trade["exit_reason"] == "risk:manual_control"]
+    assert len(closed) == 1, run.journal["trades"]
+    # decided at the batch's first 1-minute close, filled after the order latency
+    assert first_bar <= closed[0]["exit_ts"] <= first_bar + NS_PER_SECOND
+    assert run.results[-1].counters["risk_flattens"] == 1
