@@ -292,6 +292,7 @@ class OrderFlow:
                 self.symbol, settlement, self.tracker.signed_quantity, self.next_sequence()
             )
             if payment is not None:
+                self.tracker.add_funding(payment.amount)
                 self.updates.append(payment)
                 self.journal.setdefault("funding", []).append(funding_row(payment))
                 self.counters["funding_payments"] += 1

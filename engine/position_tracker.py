@@ -69,6 +69,7 @@ class OpenPosition:
     exit_quantity: float = 0.0
     exit_value: float = 0.0
     exit_fees: float = 0.0
+    funding: float = 0.0  # paid while open (received is negative), quote currency
     max_price: float = math.nan
     min_price: float = math.nan
     highest_close: float = math.nan
@@ -143,6 +144,12 @@ class PositionTracker:
             return
         position.highest_close = max(position.highest_close, close)
         position.lowest_close = min(position.lowest_close, close)
+
+    def add_funding(self, amount: float) -> None:
+        """A funding payment on the open position (paid > 0); it counts in the round trip's
+        P&L, as it does in risk's equity."""
+        if self.position is not None:
+            self.position.funding += amount
 
     def move_stop(self, price: float, reason: str) -> bool:
         """Tighten the stop (never loosen it); True when it moved."""
@@ -269,7 +276,7 @@ class PositionTracker:
     def _round_trip_row(self, position: OpenPosition, fill: Fill, reason: str) -> dict[str, Any]:
         entry = position.entry_price
         fees = position.entry_fees + position.exit_fees
-        pnl = position.realized - fees
+        pnl = position.realized - fees - position.funding
         notional = entry * position.entry_quantity
         high, low = position.max_price, position.min_price
         if position.side > 0:
@@ -287,6 +294,7 @@ class PositionTracker:
             "quantity": position.entry_quantity,
             "pnl": pnl,
             "fees": fees,
+            "funding": position.funding,
             "return_pct": 100.0 * pnl / notional if notional > 0 else math.nan,
             "mfe": max(0.0, favourable) if math.isfinite(favourable) else 0.0,
             "mae": max(0.0, adverse) if math.isfinite(adverse) else 0.0,

@@ -152,3 +152,17 @@ def test_flat_symbol_pays_nothing() -> None:
                          2**62, RecordingGateway())
     assert "funding" not in result.journal
     assert not [u for u in result.updates if isinstance(u, FundingPayment)]
+
+
+def test_funding_paid_while_open_counts_in_the_round_trip() -> None:
+    """The trades row carries the funding paid during the round trip and its P&L is net of it,
+    as risk's equity is."""
+    engine = _engine_with_long(0.5)
+    gateway = RecordingGateway()
+    engine.step(_batch(0, T - 60 * NS_PER_SECOND, T, STREAM[:2]), 2**62, gateway)
+    engine.step(_batch(1, T, T + 60 * NS_PER_SECOND, STREAM[2:]), 2**62, gateway)
+    paid = 0.5 * 101.0 * 0.0002
+    (row,) = engine.flow.tracker.apply_fill(
+        _fill(-1, 0.5, 102.0, T + 2 * NS_PER_HOUR, 2), OrderContext("exit", "test"))
+    assert row["funding"] == pytest.approx(paid)
+    assert row["pnl"] == pytest.approx(0.5 * (102.0 - 100.0) - row["fees"] - paid)
