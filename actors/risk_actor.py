@@ -68,16 +68,3 @@ class PortfolioRiskActor:
             ray.get(self._last_append)  # the journal closes next; our rows must be in first
         return self._risk.summary()
 
-
-class RiskActorControl:
-    """`engine.control.controller.RiskTarget` over a PortfolioRiskActor: one blocking call per
-    command (the actor runs it between two decisions, so no decision sees half a state)."""
-
-    def __init__(self, actor: Any, timeout_s: float = 30.0) -> None:
-        self._actor = actor
-        self._timeout_s = timeout_s
-
-    def apply_control(self, state: ControlState) -> ControlEffect:
-        effect: ControlEffect = ray.get(self._actor.apply_control.remote(state),
-                                        timeout=self._timeout_s)
-        return effect

@@ -35,9 +35,11 @@ from actors.risk_actor import PortfolioRiskActor
 from actors.symbol_actor import SymbolActor
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.control.state import ControlState
 from engine.feature_merge import merge_batches
 from engine.latency import LatencyRecorder, receive_times
 from engine.metrics import RunMetrics
+from engine.rules.control import ControlEffect
 from engine.symbol_engine import StepResult
 
 __all__ = ["FOREVER", "Supervisor"]
@@ -123,6 +125,18 @@ class Supervisor:
         count_dataflow_rows(self.metrics, rows_by_table)
         if any(rows_by_table.values()):
             self.journal.append_many.remote(dict(rows_by_table))
+
+    # ------------------------------------------------------------------ manual control
+
+    def apply_control(self, state: ControlState, timeout_s: float = 30.0) -> ControlEffect:
+        """The operator's state into the risk actor: one blocking call, which the actor runs
+        between two decisions, so no decision sees half a state (`engine.control`)."""
+        effect: ControlEffect = ray.get(self.risk.apply_control.remote(state), timeout=timeout_s)
+        return effect
+
+    def journal_control(self, rows: list[dict[str, Any]]) -> None:
+        """`control_events` rows from the control channel's thread."""
+        self.journal.append_many.remote({"control_events": rows})
 
     # ------------------------------------------------------------------ coordination
 

@@ -514,20 +514,9 @@ class _LiveControl:
         from engine.control.channel import ControlServer
         from engine.control.controller import Controller
 
-        risk: Any
-        journal_rows: Any
-        if hasattr(supervisor, "apply_control"):  # the in-process engine takes it directly
-            risk, journal_rows = supervisor, supervisor.journal_control
-        else:
-            from actors.risk_actor import RiskActorControl
-
-            journal = supervisor.journal
-            risk = RiskActorControl(supervisor.risk)
-
-            def journal_rows(rows: list[dict[str, Any]]) -> None:
-                journal.append_many.remote({"control_events": rows})
-
-        controller = Controller(self.settings.state_file, risk, journal=journal_rows)
+        # both supervisors (Ray actors, in process) take the state and journal the commands
+        controller = Controller(self.settings.state_file, supervisor,
+                                journal=supervisor.journal_control)
         controller.start()
         with self._lock:
             self._server = ControlServer(controller, self.settings.host,
