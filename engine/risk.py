@@ -432,17 +432,9 @@ class PortfolioRisk:
             self._refresh()
             self._emit(DayStarted(ts_event, day, self.equity, previous_pnl, previous_start), None)
 
-    def _exposure(self) -> tuple[float, float, int]:
-        heat = gross = 0.0
-        open_positions = 0
-        for book in self._books.values():
-            book_heat, book_gross = book.exposure(self.profile.default_stop_pct)
-            heat += book_heat
-            gross += book_gross
-            open_positions += book.projected() != 0
-        return heat, gross, open_positions
-
-    def _snapshot(self, ts_event: int, symbol: str | None) -> PortfolioSnapshot:
+    def _positions(self) -> tuple[PositionExposure, ...]:
+        """Every symbol's projected position, by symbol: what heat, leverage and the position
+        count are summed from."""
         positions: list[PositionExposure] = []
         for name in sorted(self._books):
             book = self._books[name]
@@ -451,6 +443,19 @@ class PortfolioRisk:
                 continue
             heat, notional = book.exposure(self.profile.default_stop_pct)
             positions.append(PositionExposure(name, projected, book.price(), heat, notional))
+        return tuple(positions)
+
+    def _exposure(self, positions: tuple[PositionExposure, ...] | None = None,
+                  ) -> tuple[float, float, int]:
+        """(heat, gross notional, open positions) of the projected positions."""
+        if positions is None:
+            positions = self._positions()
+        return (sum(position.heat for position in positions),
+                sum(position.notional for position in positions), len(positions))
+
+    def _snapshot(self, ts_event: int, symbol: str | None) -> PortfolioSnapshot:
+        positions = self._positions()
+        heat, gross, open_positions = self._exposure(positions)
         symbol_book = self._books.get(symbol) if symbol is not None else None
         reducible = (symbol_book.reducible(1), symbol_book.reducible(-1)) if symbol_book \
             else (0.0, 0.0)
@@ -465,11 +470,11 @@ class PortfolioRisk:
             daily_pnl=self.daily_pnl,
             halted=self.halted,
             halt_reason=self.halt_reason,
-            open_positions=len(positions),
-            heat=sum(position.heat for position in positions),
-            gross_notional=sum(position.notional for position in positions),
+            open_positions=open_positions,
+            heat=heat,
+            gross_notional=gross,
             symbol_quantity=symbol_book.projected() if symbol_book is not None else 0.0,
-            positions=tuple(positions),
+            positions=positions,
             reducible_by_buy=reducible[0],
             reducible_by_sell=reducible[1],
             long_stop_distance=distances[0],
