@@ -21,8 +21,8 @@ trips), `dead_letters` (strategy errors, out-of-order bars) and, only when a per
 paid or received funding (`engine.funding`, from `batch.marks`), `funding`. Counters are deltas
 since the previous step; `strategy_bars` (not `bars`, which the coordinator counts from the
 batches), `marks`, `market_trades`, `signals`, `intents`, `approved_intents`, `rejected_intents`,
-`orders`, `fills`, `round_trips`, `dead_letters`, `funding_payments`. The engine is picklable,
-paused or not.
+`orders`, `fills`, `round_trips`, `dead_letters`, `funding_payments`, `position_checks`,
+`risk_flattens`. The engine is picklable, paused or not.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class SymbolEngine:
                                  if checks is None else checks)
         # bars that pace position checks: the primary timeframe, or a shorter one of its own
         self._check_timeframe = config.risk.check_timeframe or self.strategy.primary_timeframe
-        timeframes = tuple(dict.fromkeys((*self.strategy.timeframes, self._check_timeframe)))
+        checked = (self._check_timeframe,) if self._position_checks else ()
+        timeframes = tuple(dict.fromkeys((*self.strategy.timeframes, *checked)))
         self.bars = BarSchedule(timeframes, self.strategy.history_bars)
         self.totals: Counter[str] = Counter()
         self._cursor: _BatchCursor | None = None
