@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from actors import live_trading
+from actors.live_trading import LiveTrading
 from actors.progress import (
     FINISH,
     FOREVER,
@@ -66,6 +68,12 @@ class InProcessSupervisor:
         if not self._engines:
             raise ValueError("a run needs at least one symbol")
         self._progress = {symbol: SymbolProgress() for symbol in self._engines}
+        # `ats live --execute`: orders go to a venue (a replay never does)
+        self.trading: LiveTrading | None = None
+        if live and config.execution is not None:
+            self.trading = live_trading.in_process(config.execution)
+            for engine in self._engines.values():
+                engine.attach_execution(self.trading.port, config.execution)
         self._feature_timeframe = (
             config.strategy.timeframe if config.replay.journal_features else None
         )
@@ -77,8 +85,16 @@ class InProcessSupervisor:
         self.step_calls = 0
         self.pauses = 0
 
+    @property
+    def execution(self) -> Any:
+        """What the operator's kill and reset-halt reach: the live execution, if trading."""
+        return self.trading.port if self.trading is not None else None
+
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Nothing to wait for: the engines exist once constructed."""
+        """The engines exist once constructed; a live-trading run reconciles with the venue
+        and checks it may start (`LiveSession.start`) before the feed opens."""
+        if self.trading is not None:
+            self.trading.session.start(self._engines)
 
     # ------------------------------------------------------------------ input from the dataflow
 
@@ -153,6 +169,8 @@ class InProcessSupervisor:
         count_step(self.metrics, result)
         if any(result.journal.values()):
             self.writer.append_many(result.journal)
+        if self.trading is not None:
+            self.writer.append_many(self.trading.after_step(result.counters))
         if result.paused:
             self.pauses += 1
         elif started is not None:
@@ -189,6 +207,9 @@ class InProcessSupervisor:
             raise RuntimeError(f"replay cannot make progress; symbol states: {stuck}")
         self.risk.finish()
         self._flush_risk()
+        if self.trading is not None:
+            self.writer.append_many(self.trading.journal_rows())
+            self.trading.stop()
         portfolio = self.risk.summary()
         self.writer.close()
         return {"portfolio": portfolio, "rows_written": dict(self.writer.rows_written)}
@@ -196,6 +217,11 @@ class InProcessSupervisor:
     def abort(self, timeout_s: float = 30.0) -> None:
         """After a failure: keep what the journal already has. Never raises."""
         self._closed = True
+        try:
+            if self.trading is not None:
+                self.trading.stop()
+        except Exception:  # best effort on the failure path
+            pass
         try:
             with self._lock:
                 self.writer.close()

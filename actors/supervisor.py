@@ -21,7 +21,9 @@ from typing import Any
 
 import ray
 
+from actors import live_trading
 from actors.journal_actor import JournalActor
+from actors.live_trading import LiveTrading
 from actors.progress import (
     FINISH,
     FOREVER,
@@ -84,6 +86,10 @@ class Supervisor:
             self._symbols[symbol] = _SymbolState(actor=actor)
         if not self._symbols:
             raise ValueError("a run needs at least one symbol")
+        # `ats live --execute`: orders go to an ExecutionActor (a replay never reaches a venue)
+        self.trading: LiveTrading | None = None
+        if live and config.execution is not None:
+            self.trading = live_trading.on_ray(config.execution)
         self._last_submit: Any = None
         self._closed = False
         self.step_calls = 0
@@ -106,6 +112,16 @@ class Supervisor:
         """Block until every actor has started (live mode: before the feed opens)."""
         actors = [state.actor for state in self._symbols.values()] + [self.risk, self.journal]
         ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=timeout_s)
+        if self.trading is not None:
+            settings, execution_actor = self.trading.settings, self.trading.port.actor
+            ray.get([state.actor.attach_execution.remote(execution_actor, settings)
+                     for state in self._symbols.values()], timeout=timeout_s)
+            self.trading.session.start(self._symbols)
+
+    @property
+    def execution(self) -> Any:
+        """What the operator's kill and reset-halt reach: the live execution, if trading."""
+        return self.trading.port if self.trading is not None else None
 
     # ------------------------------------------------------------------ input from the dataflow
 
@@ -255,6 +271,10 @@ class Supervisor:
         if result.updates:
             self._last_submit = self.risk.submit.remote(result.updates)
         count_step(self.metrics, result)
+        if self.trading is not None:
+            rows = self.trading.after_step(result.counters)
+            if rows:
+                self.journal.append_many.remote(rows)
         if result.paused:
             self.pauses += 1
         else:
@@ -298,6 +318,8 @@ class Supervisor:
         if self._last_submit is not None:
             ray.get(self._last_submit)
         portfolio = ray.get(self.risk.finish.remote())
+        if self.trading is not None:
+            self.journal.append_many.remote(self.trading.journal_rows())
         rows_written = ray.get(self.journal.close.remote())
         self._stop_actors()  # a long-lived cluster must not keep a finished run's processes
         return {"portfolio": portfolio, "rows_written": rows_written}
@@ -314,6 +336,11 @@ class Supervisor:
         self._stop_actors()
 
     def _stop_actors(self) -> None:
+        if self.trading is not None:
+            try:
+                self.trading.stop()
+            except Exception:  # already gone
+                pass
         for actor in [state.actor for state in self._symbols.values()] + [self.risk, self.journal]:
             try:
                 ray.kill(actor)

@@ -15,6 +15,7 @@ import ray
 
 from engine.batches import FeatureBatch
 from engine.config import RunConfig
+from engine.execution.config import LiveTradingConfig
 from engine.feature_rows import add_feature_rows
 from engine.symbol_engine import StepResult, SymbolEngine
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
@@ -61,6 +62,12 @@ class SymbolActor:
             self._last_append = self._journal.append_many.remote(result.journal)
             result.journal = {}
         return result
+
+    def attach_execution(self, execution_actor: Any, settings: LiveTradingConfig) -> None:
+        """`ats live --execute`: this symbol's orders go to the ExecutionActor."""
+        from actors.execution_actor import RayExecutionPort
+
+        self._engine.attach_execution(RayExecutionPort(execution_actor), settings)
 
     def checkpoint(self) -> bytes:
         """The engine state, for the supervisor to restore after a restart."""

@@ -1,4 +1,4 @@
-"""`ats live --paper` and `ats record`: the live feed through the pipeline, or to disk.
+"""`ats live --paper|--execute` and `ats record`: the live feed through the pipeline, or to disk.
 
 Both run until Ctrl-C (or `--duration`), then stop cleanly: the frames already received are
 parsed, the journal or the recording is flushed and finalized. A second Ctrl-C aborts at once.
@@ -57,18 +57,29 @@ def _cmd_live(args: argparse.Namespace) -> int:
     from engine.cli import print_summary
     from engine.runtime import run_live
 
-    if not args.paper:
-        raise ValueError("live order execution is not available yet; run `ats live --paper`")
+    if args.paper == args.execute:
+        raise ValueError("choose one: `ats live --paper` (simulated fills) or "
+                         "`ats live --execute` (orders on the venue of the config's execution:)")
     config = live_config(args)
+    symbols = _symbols(args.symbols)
+    mode = "--paper"
+    if args.execute:
+        if config.execution is None:
+            raise ValueError(f"--execute needs an `execution:` section in --config "
+                             f"{args.config or '(none given)'}; see configs/live_execution.yaml")
+        for symbol in symbols:
+            config.execution.venue_symbol(symbol)
+        venue = config.execution.venue
+        mode = f"--execute on {venue.venue} {venue.environment}"
     stop = threading.Event()
     _stop_on_signals(stop, args.duration)
-    symbols = _symbols(args.symbols)
-    print(f"ats live --paper: {', '.join(symbols)} on {config.live.venue} "
+    print(f"ats live {mode}: {', '.join(symbols)} on {config.live.venue} "
           f"({config.live.websocket_base}); Ctrl-C stops", file=sys.stderr)
     result = run_live(
         symbols, config, Path(args.journal) if args.journal else None, stop=stop,
         record_to=Path(args.record) if args.record else None,
         dashboard=args.dashboard, metrics_port=args.metrics_port, ray_address=args.ray_address,
+        execute=args.execute,
     )
     print_summary(result.summary)
     return 0
@@ -109,8 +120,11 @@ def _add_feed_options(parser: argparse.ArgumentParser) -> None:
 
 def add_live_commands(commands: Any) -> None:
     """Register `live` and `record` on the `ats` sub-command parser."""
-    live = commands.add_parser("live", help="paper trading on the live feed")
-    live.add_argument("--paper", action="store_true", help="paper fills (required for now)")
+    live = commands.add_parser("live", help="trade the live feed: paper fills or a venue")
+    live.add_argument("--paper", action="store_true", help="simulated fills (paper matcher)")
+    live.add_argument("--execute", action="store_true",
+                      help="orders on the venue of the config's `execution:` section (keys from "
+                           "the environment variables it names)")
     _add_feed_options(live)
     live.add_argument("--journal", metavar="PATH", help="DuckDB journal to create")
     live.add_argument("--record", metavar="DIR", help="also record every frame into DIR")

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.execution.config import LiveTradingConfig
 from engine.rules.profile import RiskProfile, load_profile
 from engine.timeframes import DEFAULT_TIMEFRAMES, TIMEFRAMES, parse_duration_ns
 
@@ -301,6 +302,9 @@ class RunConfig(_Frozen):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    execution: LiveTradingConfig | None = Field(
+        None, description="live orders on a venue for `ats live --execute`; None: paper only"
+    )
     metrics_port: int | None = Field(None, ge=0, le=65535)
     actors: Literal["ray", "in_process"] = Field(
         "ray",

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from engine.batches import FeatureBatch
 from engine.config import SimulationConfig
+from engine.execution.errors import ExecutionError
 from engine.feed_health import FeedHealth
 from engine.funding import FundingSchedule, funding_payment, funding_row
 from engine.matching import PaperMatcher
@@ -40,6 +41,7 @@ from engine.types import (
     RiskDecision,
     intent_id_for,
 )
+from engine.venue_orders import VenueOrders, VenueUpdate
 
 # Tables every drain has; "funding" appears only when a funding payment was journaled.
 JOURNAL_TABLES_OUT: tuple[str, ...] = ("signals", "orders", "fills", "trades", "dead_letters")
@@ -71,6 +73,7 @@ class OrderFlow:
         self.counters: Counter[str] = Counter()
         self._contexts: dict[str, OrderContext] = {}
         self._sequence = 0
+        self.venue: VenueOrders | None = None  # set for `ats live --execute`: orders go there
 
     def next_sequence(self) -> int:
         sequence = self._sequence
@@ -80,7 +83,12 @@ class OrderFlow:
     @property
     def busy(self) -> bool:
         """An intent awaits risk or an order is in flight."""
-        return bool(self.queue or self.matcher.pending)
+        return bool(self.queue or self.matcher.pending or (self.venue and self.venue.busy))
+
+    def pending_quantity(self) -> float:
+        """Signed quantity ordered and not filled yet (paper or venue)."""
+        quantity = self.matcher.pending_quantity()
+        return quantity + self.venue.pending_quantity() if self.venue is not None else quantity
 
     # ------------------------------------------------------------------ intents
 
@@ -135,7 +143,7 @@ class OrderFlow:
         self.signals.open(signal_id, signal, timeframe, now, close, bar)
         self.counters["signals"] += 1
         direction = int(signal.direction)
-        projected = self.tracker.signed_quantity + self.matcher.pending_quantity()
+        projected = self.tracker.signed_quantity + self.pending_quantity()
         blocked = ""
         if not signal.act:
             blocked = "strategy_not_acting"
@@ -213,6 +221,9 @@ class OrderFlow:
                 self.journal["signals"].append(row)
             return
         self.counters["approved_intents"] += 1
+        if self.venue is not None:
+            self._send_to_venue(queued, decision.quantity, signal_id)
+            return
         order = self.matcher.submit(intent, decision.quantity, intent.ts_event)
         self._contexts[order.order_id] = queued.context
         self.counters["orders"] += 1
@@ -233,8 +244,10 @@ class OrderFlow:
         its way (it closes the position anyway)."""
         self.counters["position_checks"] += 1
         quantity = abs(self.tracker.signed_quantity)
-        exit_in_flight = any(order.intent.reduce_only for order in self.matcher.pending) or any(
-            queued.intent.reduce_only for queued in self.queue)
+        exit_in_flight = (
+            any(order.intent.reduce_only for order in self.matcher.pending)
+            or any(queued.intent.reduce_only for queued in self.queue)
+            or (self.venue is not None and self.venue.exit_working()))
         if not decision.directive or quantity == 0 or exit_in_flight:
             return
         self.counters["risk_flattens"] += 1
@@ -266,6 +279,10 @@ class OrderFlow:
             if row is not None:
                 self.journal["signals"].append(row)
             return
+        self._apply_fill(fill, context)
+
+    def _apply_fill(self, fill: Fill, context: OrderContext) -> None:
+        """A fill (paper or venue) into the position, risk's updates, the journal, its signal."""
         trade_rows = self.tracker.apply_fill(fill, context)
         fill = replace(fill, stop_price=self.tracker.stop_price)
         self.updates.append(fill)
@@ -276,6 +293,64 @@ class OrderFlow:
         row = self.signals.on_fill(fill)
         if row is not None:
             self.journal["signals"].append(row)
+
+    # ------------------------------------------------------------------ live venue
+
+    def _send_to_venue(self, queued: _QueuedIntent, quantity: float,
+                       signal_id: str | None) -> None:
+        """The approved intent's market order to the venue (`engine.venue_orders`)."""
+        assert self.venue is not None
+        intent = queued.intent
+        if signal_id is not None:
+            self.signals.await_fill(signal_id, intent.order_id, math.nan)
+        try:
+            updates = self.venue.submit(intent, quantity, queued.context, self.next_sequence)
+        except ExecutionError as error:  # nothing was sent, or the venue refused: fail closed
+            self.counters["venue_refusals"] += 1
+            self.dead_letter("execution", "order_refused",
+                             f"{intent.intent_kind} {intent.order_id}: {error}",
+                             f"venue {self.venue.venue_symbol}", intent.ts_event)
+            self._apply_venue([VenueUpdate(intent.order_id, queued.context, None, True, True,
+                                           "venue refused", reserved=True)], intent.ts_event)
+            return
+        self.counters["orders"] += 1
+        self._apply_venue(updates, intent.ts_event)
+
+    def poll_venue(self, ts_event: int, last_price: float) -> None:
+        """Fills and ends of working venue orders reported since the last poll, and the
+        venue's position when it differs (`engine.venue_orders`)."""
+        if self.venue is None:
+            return
+        try:
+            updates = self.venue.poll(ts_event, self.tracker.signed_quantity, last_price,
+                                      self.next_sequence)
+        except ExecutionError as error:  # the orders stay working; the next poll asks again
+            self.dead_letter("execution", "poll_failed", str(error),
+                             f"venue {self.venue.venue_symbol}", ts_event)
+            return
+        self._apply_venue(updates, ts_event)
+
+    def _apply_venue(self, updates: list[VenueUpdate], ts_event: int) -> None:
+        for update in updates:
+            if update.fill is not None:
+                self._apply_fill(update.fill, update.context)
+            if update.final and update.unfilled and update.reserved:
+                self.updates.append(OrderReleased(self.symbol, ts_event, self.next_sequence(),
+                                                  update.order_id, update.detail or "unfilled"))
+                row = self.signals.resolve_order(update.order_id, "order_rejected")
+                if row is not None:
+                    self.journal["signals"].append(row)
+        if updates and self.venue is not None:
+            try:
+                more = self.venue.sync_stop(self.tracker.signed_quantity, self.tracker.stop_price,
+                                            ts_event, self.next_sequence)
+            except ExecutionError as error:  # the engine's own stop still guards the position
+                self.dead_letter("execution", "venue_stop_refused", str(error),
+                                 f"venue {self.venue.venue_symbol}", ts_event)
+                return
+            self._apply_venue(more, ts_event)
+
+    # ------------------------------------------------------------------ marks
 
     def mark(self, ts_event: int, price: float) -> None:
         """Mark the position to market (with its current stop) for risk."""

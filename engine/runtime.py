@@ -331,6 +331,8 @@ def run_replay(
     from dataflows.sources import CaptureSource, TapeSource
 
     config = _resolve_config(config, SAMPLE_CONFIG if input_paths is None else None)
+    # a replay fills on paper, whatever the config says about a venue
+    config = config.model_copy(update={"execution": None})
     if in_process:
         config = config.model_copy(update={"actors": "in_process"})
     workers = workers or config.replay.workers
@@ -372,22 +374,29 @@ def run_live(
     ray_address: str | None = None,
     latency: Any = None,
     frame_observer: Any = None,
+    execute: bool = False,
 ) -> RunResult:
-    """Paper-trade the live feed through the same dataflow and actors as a replay, until `stop`
-    is set (the CLI sets it on Ctrl-C); then drain what was received, close the actors and the
-    journal. With `record_to`, every frame the pipeline parsed is also recorded there."""
+    """Trade the live feed through the same dataflow and actors as a replay, until `stop` is set
+    (the CLI sets it on Ctrl-C); then drain what was received, close the actors and the journal.
+    Paper fills unless `execute`, which sends orders to the venue of `config.execution`
+    (required then). With `record_to`, every frame the pipeline parsed is also recorded there."""
     from dataflows.live.feed import BinanceFeed
     from dataflows.live.source import LiveSource
 
     config = _resolve_config(config, None)
+    if execute and config.execution is None:
+        raise ValueError("live execution needs an `execution:` section in the run config "
+                         "(venue, symbols, state file); see configs/live_execution.yaml")
+    if not execute:
+        config = config.model_copy(update={"execution": None})
     wanted = tuple(sorted({symbol.upper() for symbol in symbols}))
     if not wanted:
         raise ValueError("ats live needs at least one symbol (--symbols BTCUSDT,ETHUSDT)")
     stop = stop or threading.Event()
     control = _LiveControl(config, stop) if config.control.enabled else None
     started_at = datetime.now(UTC)
-    pipeline = _start(config, "live_paper", wanted, journal_path, dashboard, ray_address,
-                      metrics_port)
+    pipeline = _start(config, "live" if execute else "live_paper", wanted, journal_path,
+                      dashboard, ray_address, metrics_port)
     pipeline.latency = latency
     feed = BinanceFeed(config.live, wanted)
     recorder = _live_recorder(config, wanted, record_to) if record_to is not None else None
@@ -516,6 +525,7 @@ class _LiveControl:
 
         # both supervisors (Ray actors, in process) take the state and journal the commands
         controller = Controller(self.settings.state_file, supervisor,
+                                execution=supervisor.execution,
                                 journal=supervisor.journal_control)
         controller.start()
         with self._lock:

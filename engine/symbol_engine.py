@@ -37,12 +37,15 @@ import numpy as np
 from engine.bar_schedule import BarEvents, BarSchedule
 from engine.batches import BAR_FIELDS, FeatureBatch
 from engine.config import RunConfig
+from engine.execution.config import LiveTradingConfig
+from engine.execution.port import ExecutionPort
 from engine.indicator_spec import IndicatorSpec
 from engine.order_flow import OrderFlow, RiskGateway
 from engine.position_tracker import PositionTracker
 from engine.strategies import make_strategy
 from engine.strategies.base import BarView, ClosePosition, GuardedStrategy, MoveStop, Signal
 from engine.types import PortfolioUpdate
+from engine.venue_orders import VenueOrders
 
 __all__ = ["RiskGateway", "StepResult", "SymbolEngine"]
 
@@ -121,6 +124,8 @@ class SymbolEngine:
                 )
             if batch.symbol != self.symbol:
                 raise ValueError(f"batch for {batch.symbol!r} sent to the {self.symbol} engine")
+            if self.flow.venue is not None:  # live orders: what the venue did since last step
+                self.flow.poll_venue(self._venue_time(batch), self._last_price)
             self._begin_batch(batch)
         elif self._cursor is None:
             return self._result(paused=False)
@@ -139,6 +144,22 @@ class SymbolEngine:
             return self._result(paused=True)
         self._finish_now()
         return self._result(paused=False)
+
+    def attach_execution(self, port: ExecutionPort, settings: LiveTradingConfig) -> None:
+        """Send this symbol's orders to live execution instead of the paper matcher (also
+        after restoring a checkpoint, which never carries the connection)."""
+        if self.flow.venue is None:
+            self.flow.venue = VenueOrders(
+                self.symbol, settings.venue_symbol(self.symbol),
+                self.config.simulation.taker_fee_bps, settings.venue_stops,
+                int(settings.order_poll_s * 1e9))
+        self.flow.venue.port = port
+
+    def _venue_time(self, batch: FeatureBatch) -> int:
+        """Event time of venue reports taken before `batch`: not before anything processed."""
+        if self._watermark > -(2**63):
+            return self._watermark
+        return int(batch.trades.ts_event[0]) if len(batch.trades) else batch.watermark
 
     # ------------------------------------------------------------------ batches
 
@@ -267,7 +288,7 @@ class SymbolEngine:
         if primary:
             flow.tracker.observe_close(close)
         view = BarView(timeframe, history, end, now)
-        position = flow.tracker.view(flow.matcher.pending_quantity())
+        position = flow.tracker.view(flow.pending_quantity())
         actions, error = self.strategy.on_bar(timeframe, view, position)
         flow.counters["strategy_bars"] += 1
         if error is not None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 
@@ -80,3 +80,55 @@ class ExecutionConfig(BaseModel):
         if value and value < 10_000:
             raise ValueError("a countdown below 10000 ms would cancel between heartbeats; 0: off")
         return value
+
+
+class LiveTradingConfig(BaseModel):
+    """`ats live --execute`: the run's approved orders go to a venue instead of the paper matcher.
+
+    `symbols` maps each engine symbol (the feed's, e.g. BTCUSDT) to the venue's ccxt unified
+    symbol (BTC/USDT:USDT); a live run refuses a symbol it does not map. `venue` is the
+    `ExecutionConfig`; its `symbols` default to the mapping's values and must equal them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    symbols: dict[str, str] = Field(min_length=1, description="engine symbol -> ccxt symbol")
+    venue: ExecutionConfig
+    venue_stops: bool = Field(
+        True, description="hold each position's initial stop on the venue (STOP_MARKET)"
+    )
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="how often the run tells the dead-man switch it is alive"
+    )
+    order_poll_s: float = Field(
+        5.0, gt=0, description="event time between two queries of resting venue orders"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _venue_symbols_from_mapping(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("venue"), dict) and isinstance(
+                data.get("symbols"), dict) and "symbols" not in data["venue"]:
+            venue = {**data["venue"], "symbols": tuple(dict.fromkeys(data["symbols"].values()))}
+            return {**data, "venue": venue}
+        return data
+
+    @model_validator(mode="after")
+    def _mapping_matches_venue(self) -> LiveTradingConfig:
+        mapped = set(self.symbols.values())
+        if mapped != set(self.venue.symbols):
+            raise ValueError(
+                f"execution.venue.symbols {sorted(self.venue.symbols)} must be the symbols that "
+                f"execution.symbols maps to ({sorted(mapped)})")
+        if len(mapped) != len(self.symbols):
+            raise ValueError("execution.symbols maps two engine symbols to one venue symbol")
+        return self
+
+    def venue_symbol(self, symbol: str) -> str:
+        """The ccxt symbol of an engine symbol; a clear error when it is not mapped."""
+        try:
+            return self.symbols[symbol]
+        except KeyError:
+            raise ValueError(
+                f"symbol {symbol} has no venue symbol: add it to execution.symbols "
+                f"(maps {sorted(self.symbols)})") from None

@@ -23,8 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-import ccxt
-
 _BINANCE_ERROR = re.compile(r'"code"\s*:\s*(-?\d+)\s*,\s*"msg"\s*:\s*"([^"]{0,200})"')
 _REJECT_CODES = {-1013, -1102, -1111, -1116, -1121, -2010, -2019, -2022, -4003, -4164, -5022}
 _NOT_FOUND_CODES = {-2011, -2013}
@@ -53,6 +51,8 @@ class VenueError(ExecutionError):
 
 
 def _category(error: Exception, code: int | None) -> str:
+    import ccxt  # here, so importing the error classes does not load ccxt
+
     if isinstance(error, ccxt.OrderNotFound) or code in _NOT_FOUND_CODES:
         return "not_found"
     if isinstance(error, ccxt.AuthenticationError | ccxt.PermissionDenied

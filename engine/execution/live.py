@@ -150,25 +150,29 @@ class LiveExecution:
 
     def place(self, symbol: str, side: int, quantity: float, order_type: str = "market",
               price: float | None = None, reduce_only: bool = False,
-              purpose: str = "e") -> ManagedOrder:
-        """Send one market or limit order; returns it in its resulting state."""
+              purpose: str = "e", order_id: str = "", intent_id: str | None = None,
+              ) -> ManagedOrder:
+        """Send one market or limit order; returns it in its resulting state. `order_id` and
+        `intent_id` name the engine's order and intent in the journal (default: the client id)."""
         with self._lock:
             self._check_tradable(symbol)
             return self._submit(symbol, side, quantity, order_type, price, None, reduce_only,
-                                purpose)
+                                purpose, order_id, intent_id)
 
     def place_stop(self, symbol: str, side: int, quantity: float, stop_price: float,
-                   take_profit: bool = False, purpose: str = "sl") -> ManagedOrder:
+                   take_profit: bool = False, purpose: str = "sl",
+                   order_id: str = "") -> ManagedOrder:
         """A protective reduce-only STOP_MARKET (or TAKE_PROFIT_MARKET) held by the venue."""
         with self._lock:
             self._check_tradable(symbol)
             order_type = "take_profit_market" if take_profit else "stop_market"
             return self._submit(symbol, side, quantity, order_type, None, stop_price, True,
-                                purpose)
+                                purpose, order_id)
 
     def _submit(self, symbol: str, side: int, quantity: float, order_type: str,
                 price: float | None, stop_price: float | None, reduce_only: bool,
-                purpose: str) -> ManagedOrder:
+                purpose: str, order_id: str = "", intent_id: str | None = None,
+                ) -> ManagedOrder:
         if order_type not in _CCXT_TYPES:
             raise ValueError(f"order_type {order_type!r}; allowed: {', '.join(_CCXT_TYPES)}")
         quantity, price = self.client.to_precision(symbol, quantity, price)
@@ -177,7 +181,7 @@ class LiveExecution:
         ts = self._now_ns()
         cid = self._next_client_id(symbol, purpose)
         order = ManagedOrder(cid, symbol, side, order_type, quantity, price, stop_price,
-                             reduce_only, ts_created=ts)
+                             reduce_only, order_id=order_id, intent_id=intent_id, ts_created=ts)
         self.orders[cid] = order
         params: dict[str, Any] = {"clientOrderId": cid}
         if reduce_only:
@@ -247,6 +251,25 @@ class LiveExecution:
             order.transition(target, self._now_ns(), f"{reason}: absent at venue")
             return
         apply_venue_order(order, venue, self._now_ns(), reason)
+
+    def refresh(self, client_ids: list[str]) -> list[ManagedOrder]:
+        """Query the venue for each still-open order of `client_ids`; returns them all, in the
+        given order, in their current state (unknown ids are an error: they were never ours)."""
+        with self._lock:
+            orders = [self.orders[cid] for cid in client_ids]
+            for order in orders:
+                if order.is_open:
+                    self._resolve(order, "poll")
+            return orders
+
+    def position(self, symbol: str) -> float | None:
+        """The venue's signed position in `symbol`, queried now (None on spot: no positions)."""
+        with self._lock:
+            if not self.client.is_futures:
+                return None
+            size = self.client.positions([symbol]).get(symbol, 0.0)
+            self.positions[symbol] = size
+            return size
 
     def resolve_unknown(self) -> list[ManagedOrder]:
         """Query every UNKNOWN order; returns those still unknown."""

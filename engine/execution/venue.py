@@ -145,13 +145,15 @@ class VenueClient:
     def to_precision(self, symbol: str, quantity: float,
                      price: float | None) -> tuple[float, float | None]:
         """Quantity and price as the venue will take them (ccxt rounds them on create), so the
-        local order matches the venue's; raises ValueError for a quantity that rounds to 0."""
+        local order matches the venue's; a quantity that rounds to 0 is a VenueError
+        "rejected" (nothing is sent)."""
         try:
             rounded = float(self.exchange.amount_to_precision(symbol, quantity))
         except ccxt.InvalidOrder:
             rounded = 0.0
         if not rounded > 0:
-            raise ValueError(f"{symbol}: quantity {quantity} is below the venue's lot size")
+            raise VenueError("rejected",
+                             f"{symbol}: quantity {quantity} is below the venue's lot size")
         if price is not None:
             price = float(self.exchange.price_to_precision(symbol, price))
         return rounded, price

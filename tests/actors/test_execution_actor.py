@@ -40,9 +40,10 @@ def test_actor_trades_only_after_reconcile_and_watchdog_flattens(
             ray.get(actor.place.remote(BTC, 1, 0.01))
         assert ray.get(actor.reconcile.remote())["ready"] is True
         placed = ray.get(actor.place.remote(BTC, 1, 0.02))
-        assert placed["state"] == "filled" and placed["filled_quantity"] == pytest.approx(0.02)
+        assert placed.state == "filled" and placed.filled_quantity == pytest.approx(0.02)
+        assert placed.final and placed.average_fill_price > 0
         resting = ray.get(actor.place.remote(BTC, 1, 0.01, "limit", 50_000.0))
-        assert resting["state"] == "accepted"
+        assert resting.state == "accepted" and not resting.final
         ray.get(actor.heartbeat.remote())
         deadline = time.monotonic() + 15
         while server.venue.position("BTCUSDT").amount and time.monotonic() < deadline:

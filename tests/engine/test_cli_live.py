@@ -91,3 +91,19 @@ def test_live_options_override_the_config_and_are_validated() -> None:
                                      "ftp://example"])
     with pytest.raises(ValueError, match="ws_url"):
         live_config(bad)
+
+
+def test_live_needs_one_mode_and_execute_needs_a_mapped_venue() -> None:
+    from engine.cli_live import _cmd_live
+
+    both = build_parser().parse_args(["live", "--paper", "--execute", "--symbols", "BTCUSDT"])
+    with pytest.raises(ValueError, match="choose one"):
+        _cmd_live(both)
+    bare = build_parser().parse_args(["live", "--execute", "--symbols", "BTCUSDT"])
+    with pytest.raises(ValueError, match="needs an `execution:` section"):
+        _cmd_live(bare)
+    unmapped = build_parser().parse_args([
+        "live", "--execute", "--symbols", "ETHUSDT", "--config",
+        str(Path(__file__).parents[2] / "configs" / "live_execution.yaml")])
+    with pytest.raises(ValueError, match="ETHUSDT has no venue symbol"):
+        _cmd_live(unmapped)

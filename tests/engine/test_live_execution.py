@@ -15,6 +15,7 @@ from engine.execution import (
     LiveExecution,
     TradingBlockedError,
     VenueClient,
+    VenueError,
 )
 from engine.orders import OrderState
 from storage.journal import JournalWriter, read_table
@@ -276,6 +277,6 @@ def test_orders_take_the_venue_precision(venue: BinanceTradingServer, tmp_path: 
     assert (order.quantity, order.price) == (0.012, 50_000.0)
     at_venue = venue.venue.by_client_id(order.client_order_id)
     assert (at_venue.quantity, at_venue.price) == (0.012, 50_000.0)
-    with pytest.raises(ValueError, match="lot size"):
+    with pytest.raises(VenueError, match="lot size"):
         execution.place(BTC, 1, 0.0004)
     assert execution.place(BTC, 1, 0.0129).state is OrderState.FILLED  # not stuck partially

@@ -222,7 +222,7 @@ def test_canary_credentials_never_leak(server: BinanceTradingServer, canary: Can
     execution.reconcile()
 
     # exceptions raised on purpose
-    expect(ValueError, execution.place, BTC, 1, 1e-9)
+    expect(VenueError, execution.place, BTC, 1, 1e-9)
     expect(ValueError, execution.place, BTC, 1, 0.01, "iceberg")
     expect(TradingBlockedError, execution.place, "DOGE/USDT:USDT", 1, 1.0)
     expect(KeyError, execution.cancel, "no-such-order")
