@@ -49,6 +49,16 @@ class FundingSchedule:
     def __init__(self) -> None:
         self._candidates: dict[int, _Candidate] = {}
         self._settled_through = -(2**63)  # every settlement at or before this was handed out
+        # announced rates of the current batch by time, and the last one before it
+        self._rate_ts = np.empty(0, dtype=np.int64)
+        self._rates = np.empty(0, dtype=np.float64)
+        self._earlier_rate: float | None = None
+
+    def rate_at(self, ts_event: int) -> float | None:
+        """The funding rate last announced at or before `ts_event` (never a later one), or None
+        before any (a spot symbol has none)."""
+        index = int(np.searchsorted(self._rate_ts, ts_event, "right")) - 1
+        return float(self._rates[index]) if index >= 0 else self._earlier_rate
 
     def observe(self, marks: MarkPriceColumns | None) -> None:
         """Take a batch's mark rows (vectorised; a few settlement times per batch)."""
@@ -61,6 +71,9 @@ class FundingSchedule:
         next_time = marks.next_funding_time[order]
         usable_mark = np.isfinite(mark) & (mark > 0)
         announced = usable_mark & (next_time > 0) & np.isfinite(rate)
+        if len(self._rates):
+            self._earlier_rate = float(self._rates[-1])
+        self._rate_ts, self._rates = ts[announced], rate[announced]
         for settle_ts in np.unique(next_time[announced]).tolist():
             if settle_ts > self._settled_through:
                 self._candidates.setdefault(int(settle_ts), _Candidate())

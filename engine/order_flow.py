@@ -181,10 +181,20 @@ class OrderFlow:
             score=signal.score,
             reason=signal.reason,
             signal_id=signal_id,
-            features=intent_features(bar, signal.details),
+            features=self._features(now, bar, signal.details),
         )
         context = OrderContext(kind, signal.reason, signal_id, signal.score, exits)
         self.queue.append(_QueuedIntent(opening, context))
+
+    def _features(self, now: int, bar: Mapping[str, float],
+                  details: Mapping[str, object] | None) -> dict[str, float]:
+        """What risk rules may read: `intent_features`, plus the funding rate announced by then
+        on a perpetual (`funding_rate`) unless the strategy supplied its own."""
+        features = intent_features(bar, details)
+        rate = self.funding.rate_at(now)
+        if rate is not None and "funding_rate" not in features and math.isfinite(rate):
+            features["funding_rate"] = rate
+        return features
 
     # ------------------------------------------------------------------ decisions
 

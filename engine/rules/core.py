@@ -163,16 +163,26 @@ class MaxOpenPositionsConfig(RuleConfig):
 
 @dataclass
 class FixedFractional(RiskRule):
-    """Risk `risk_pct` of equity over the stop distance, when the intent left sizing to risk."""
+    """Risk `risk_pct` of equity over the stop distance, when the intent left sizing to risk.
+    With `cap_given_quantity`, a quantity the strategy fixed must fit the same budget too, or
+    the entry is rejected (a fixed size is never resized)."""
 
     name: ClassVar[str] = "fixed_fractional"
     stage: ClassVar[Stage] = "size"
     risk_pct: float = 0.01
+    cap_given_quantity: bool = False
 
     def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
+        budget = self.risk_pct * snapshot.equity
         if proposal.quantity is not None:
+            at_risk = proposal.quantity * proposal.stop_distance
+            if self.cap_given_quantity and at_risk > budget * (1 + 1e-9):
+                return self.reject(
+                    f"fixed quantity {proposal.quantity:g} risks {at_risk:.2f} over stop "
+                    f"distance {proposal.stop_distance:g}, above {self.risk_pct:.2%} of equity "
+                    f"({budget:.2f})")
             return self.approve(proposal, "quantity given")
-        quantity = self.risk_pct * snapshot.equity / proposal.stop_distance
+        quantity = budget / proposal.stop_distance
         return self.sized(quantity, f"{self.risk_pct:.2%} of equity {snapshot.equity:.2f} over "
                           f"stop distance {proposal.stop_distance:g}")
 
@@ -181,9 +191,12 @@ class FixedFractional(RiskRule):
 class FixedFractionalConfig(RuleConfig):
     rule: Literal["fixed_fractional"] = "fixed_fractional"
     risk_pct: float = Field(0.01, gt=0, le=1)
+    cap_given_quantity: bool = Field(
+        False, description="reject a strategy's fixed quantity that risks more than risk_pct")
 
     def build(self, profile: RiskProfile) -> RiskRule:
-        return FixedFractional(risk_pct=self.risk_pct)
+        return FixedFractional(risk_pct=self.risk_pct,
+                               cap_given_quantity=self.cap_given_quantity)
 
 
 # ------------------------------------------------------------------ limits

@@ -166,3 +166,30 @@ def test_funding_paid_while_open_counts_in_the_round_trip() -> None:
         _fill(-1, 0.5, 102.0, T + 2 * NS_PER_HOUR, 2), OrderContext("exit", "test"))
     assert row["funding"] == pytest.approx(paid)
     assert row["pnl"] == pytest.approx(0.5 * (102.0 - 100.0) - row["fees"] - paid)
+
+
+def test_rate_at_is_the_last_announced_never_a_later_one() -> None:
+    schedule = FundingSchedule()
+    assert schedule.rate_at(T) is None  # nothing announced yet (a spot symbol stays so)
+    schedule.observe(marks(STREAM[:2]))
+    assert schedule.rate_at(T - 3 * NS_PER_SECOND) is None
+    assert schedule.rate_at(T - 2 * NS_PER_SECOND) == 0.0001
+    assert schedule.rate_at(T - NS_PER_SECOND // 2) == 0.0002
+    schedule.observe(marks(STREAM[2:]))  # the next batch: the last rate before it carries over
+    assert schedule.rate_at(T) == 0.0002
+    assert schedule.rate_at(T + NS_PER_SECOND) == 0.0003
+
+
+def test_entry_intents_carry_the_funding_rate_known_at_signal_time() -> None:
+    from engine.config import SimulationConfig
+    from engine.order_flow import OrderFlow
+    from engine.strategies.base import Signal
+
+    flow = OrderFlow("BTCUSDT", "test", SimulationConfig())
+    flow.funding.observe(marks(STREAM))
+    flow.on_signal(Signal(1, "test"), "1m", T - NS_PER_SECOND // 2, 101.0, {"close": 101.0})
+    flow.on_signal(Signal(-1, "own", details={"funding_rate": 0.5}, reverse=True), "1m",
+                   T + 3 * NS_PER_SECOND, 101.0, {"close": 101.0})
+    features = [queued.intent.features for queued in flow.queue]
+    assert features[0]["funding_rate"] == 0.0002
+    assert features[-1]["funding_rate"] == 0.5  # the strategy's own value wins
