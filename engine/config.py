@@ -126,6 +126,22 @@ class RiskConfig(_Frozen):
         description="a risk profile (bundled name under configs/risk/, a path, or inline); "
         "when set, its rules replace the flat limits above",
     )
+    spread_window: str = Field(
+        "5m", description="the average spread_bps is compared with (spread_filter)")
+    volume_window: str = Field(
+        "24h", description="the quote volume an order's share is taken of (volume_cap)")
+
+    @field_validator("spread_window", "volume_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if parse_duration_ns(value) <= 0:
+            raise ValueError(f"must be a positive duration, got {value!r}")
+        return value
+
+    def market_context_needed(self) -> bool:
+        """Whether a rule of the profile reads the engine's market facts."""
+        names = {rule.rule for rule in self.profile.rules} if self.profile is not None else set()
+        return bool(names & {"spread_filter", "volume_cap"})
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -290,6 +306,46 @@ class ControlConfig(_Frozen):
         return value
 
 
+class LimitEntryConfig(_Frozen):
+    """Timings of the limit entry; durations like '15s' or '500ms'."""
+
+    reprice_after: str = "15s"
+    give_up_after: str = "30s"
+    fallback: Literal["cancel", "market"] = "cancel"
+    max_reprices: int = Field(1, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> LimitEntryConfig:
+        for key in ("reprice_after", "give_up_after"):
+            try:
+                value = parse_duration_ns(getattr(self, key))
+            except ValueError as error:
+                raise ValueError(f"{key}: {error}") from None
+            if value <= 0:
+                raise ValueError(f"{key}: must be positive, got {getattr(self, key)!r}")
+        if self.give_up_after_ns <= self.reprice_after_ns:
+            raise ValueError("give_up_after: must be longer than reprice_after")
+        return self
+
+    @property
+    def reprice_after_ns(self) -> int:
+        return parse_duration_ns(self.reprice_after)
+
+    @property
+    def give_up_after_ns(self) -> int:
+        return parse_duration_ns(self.give_up_after)
+
+
+class EntryConfig(_Frozen):
+    """How approved entries are executed: one market order (default), or the limit-entry
+    tactic (`engine.tactics.limit_entry`): a limit at the touch, repriced, then cancelled or
+    completed at market. Limit entries run on the paper matcher; live execution sends market
+    orders (a live run refuses `limit`)."""
+
+    order_type: Literal["market", "limit"] = "market"
+    limit: LimitEntryConfig = Field(default_factory=LimitEntryConfig)
+
+
 class RunConfig(_Frozen):
     """Everything a replay or live run needs, apart from the input and the journal path."""
 
@@ -302,6 +358,7 @@ class RunConfig(_Frozen):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    entry: EntryConfig = Field(default_factory=EntryConfig)
     execution: LiveTradingConfig | None = Field(
         None, description="live orders on a venue for `ats live --execute`; None: paper only"
     )

@@ -141,11 +141,13 @@ class PaperMatcher:
 
     # ------------------------------------------------------------------ market orders
 
-    def submit(self, intent: OrderIntent, quantity: float, ts_event: int) -> PaperOrder:
-        """Send a market order for an approved intent; it arrives after the simulated latency."""
+    def submit(self, intent: OrderIntent, quantity: float, ts_event: int,
+               order_id: str | None = None) -> PaperOrder:
+        """Send a market order for an approved intent; it arrives after the simulated latency.
+        `order_id` names a second order of the intent (default: the intent's order id)."""
         arrival = self._arrival(ts_event)
         order = PaperOrder(
-            intent.order_id,
+            order_id or intent.order_id,
             intent,
             intent.side,
             quantity,
@@ -316,6 +318,24 @@ class PaperMatcher:
             self._accept(order)  # it has reached the venue before the cancel was sent
         order.cancel_at = self._arrival(ts_event)
         order.managed.transition(OrderState.CANCEL_REQUESTED, ts_event, "cancel sent")
+        self._limit_rows(order)
+        return True
+
+    def amend(self, order_id: str, price: float, ts_event: int, reason: str) -> bool:
+        """Ask to move a working limit order to `price`; it takes effect at its arrival
+        (`engine.queue_model`). False if there is no such open order, or a cancel or another
+        amend is already on its way."""
+        order = self.resting.get(order_id)
+        if order is None or order.cancel_at is not None or order.amend_at is not None:
+            return False
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"{order_id}: amend price must be finite and > 0, got {price!r}")
+        if ts_event >= order.arrival_ts:
+            self._accept(order)
+        if order.managed.state not in (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED):
+            return False  # still on its way to the venue
+        order.amend_at, order.amend_price = self._arrival(ts_event), price
+        order.managed.reprice(price, ts_event, reason)
         self._limit_rows(order)
         return True
 

@@ -12,6 +12,10 @@ open is rejected the symbol ends flat. Orders travel in order, so the open never
 
 One per-symbol counter numbers intents, fills, marks, signals and dead letters in the order they
 are produced; ids and journal keys derive from it, so they are stable from run to run.
+
+Two halves live in their own modules: limit entries (`engine.flow_limit_entries`, with
+`entry.order_type: limit`) and the live venue (`engine.flow_venue`, `ats live --execute`), which
+replaces the paper matcher for every order.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from engine.batches import FeatureBatch
-from engine.config import SimulationConfig
-from engine.execution.errors import ExecutionError
+from engine.config import EntryConfig, SimulationConfig
 from engine.feed_health import FeedHealth
+from engine.flow_limit_entries import LimitEntryFlow
+from engine.flow_state import QueuedIntent
+from engine.flow_venue import VenueFlow
 from engine.funding import FundingSchedule, funding_payment, funding_row
+from engine.limit_entries import LimitEntries
+from engine.market_context import MarketContext
 from engine.matching import PaperMatcher
 from engine.position_tracker import OrderContext, PositionTracker
 from engine.signal_rows import SignalLedger
@@ -41,7 +49,7 @@ from engine.types import (
     RiskDecision,
     intent_id_for,
 )
-from engine.venue_orders import VenueOrders, VenueUpdate
+from engine.venue_orders import VenueOrders
 
 # Tables every drain has; "funding" appears only when a funding payment was journaled.
 JOURNAL_TABLES_OUT: tuple[str, ...] = ("signals", "orders", "fills", "trades", "dead_letters")
@@ -51,23 +59,23 @@ class RiskGateway(Protocol):
     def decide(self, intent: OrderIntent, updates: Sequence[PortfolioUpdate]) -> RiskDecision: ...
 
 
-@dataclass(frozen=True)
-class _QueuedIntent:
-    intent: OrderIntent
-    context: OrderContext
-
-
-class OrderFlow:
+class OrderFlow(LimitEntryFlow, VenueFlow):
     """Intents waiting for risk, orders in flight, the position, and the rows they produce."""
 
-    def __init__(self, symbol: str, strategy_name: str, simulation: SimulationConfig) -> None:
+    def __init__(self, symbol: str, strategy_name: str, simulation: SimulationConfig,
+                 entry: EntryConfig | None = None,
+                 market: MarketContext | None = None) -> None:
         self.symbol = symbol
+        self.market = market  # spread and volume facts for the rules that read them
         self.matcher = PaperMatcher(symbol, simulation)
+        # `entry.order_type: limit`: entries are worked as limits (`engine.limit_entries`)
+        self.limit_entries = (LimitEntries(entry.limit)
+                              if entry is not None and entry.order_type == "limit" else None)
         self.tracker = PositionTracker(symbol)
         self.signals = SignalLedger(symbol, strategy_name)
         self.feed_health = FeedHealth()
         self.funding = FundingSchedule()
-        self.queue: deque[_QueuedIntent] = deque()
+        self.queue: deque[QueuedIntent] = deque()
         self.updates: list[PortfolioUpdate] = []  # not yet handed to the gateway
         self.journal: dict[str, list[dict[str, Any]]] = {name: [] for name in JOURNAL_TABLES_OUT}
         self.counters: Counter[str] = Counter()
@@ -86,8 +94,10 @@ class OrderFlow:
         return bool(self.queue or self.matcher.pending or (self.venue and self.venue.busy))
 
     def pending_quantity(self) -> float:
-        """Signed quantity ordered and not filled yet (paper or venue)."""
+        """Signed quantity ordered and not filled yet (paper, working limits, or venue)."""
         quantity = self.matcher.pending_quantity()
+        if self.limit_entries:
+            quantity += self.limit_entries.resting_quantity(self.matcher)
         return quantity + self.venue.pending_quantity() if self.venue is not None else quantity
 
     # ------------------------------------------------------------------ intents
@@ -123,9 +133,12 @@ class OrderFlow:
     ) -> None:
         """A reduce-only intent closing `quantity` of the position at market."""
         side = -1 if self.tracker.signed_quantity > 0 else 1
+        if self.limit_entries:  # the position is being closed: stop adding to it
+            self.limit_entries.cancel_all(self.matcher, ts_event)
+            self.journal["orders"].extend(self.matcher.drain_rows())
         intent = self._intent(ts_event, side, "exit", quantity, price, reason=reason)
         self.queue.append(
-            _QueuedIntent(intent, OrderContext("exit", reason, take_profit=take_profit))
+            QueuedIntent(intent, OrderContext("exit", reason, take_profit=take_profit))
         )
 
     def queue_position_check(self, ts_event: int, price: float) -> None:
@@ -133,7 +146,7 @@ class OrderFlow:
         closed (a flatten from a time exit, a flash crash, a drawdown kill, the operator)."""
         side = 1 if self.tracker.signed_quantity > 0 else -1
         intent = self._intent(ts_event, side, POSITION_CHECK, None, price, reason="check")
-        self.queue.append(_QueuedIntent(intent, OrderContext(POSITION_CHECK, "check")))
+        self.queue.append(QueuedIntent(intent, OrderContext(POSITION_CHECK, "check")))
 
     def on_signal(
         self, signal: Signal, timeframe: str, now: int, close: float, bar: dict[str, float]
@@ -169,7 +182,7 @@ class OrderFlow:
                 reason="reverse",
                 signal_id=signal_id,
             )
-            self.queue.append(_QueuedIntent(closing, OrderContext("reverse_close", "reverse")))
+            self.queue.append(QueuedIntent(closing, OrderContext("reverse_close", "reverse")))
         kind = "reverse_open" if reversing else "entry"
         opening = self._intent(
             now,
@@ -184,16 +197,23 @@ class OrderFlow:
             features=self._features(now, bar, signal.details),
         )
         context = OrderContext(kind, signal.reason, signal_id, signal.score, exits)
-        self.queue.append(_QueuedIntent(opening, context))
+        self.queue.append(QueuedIntent(opening, context))
 
     def _features(self, now: int, bar: Mapping[str, float],
                   details: Mapping[str, object] | None) -> dict[str, float]:
-        """What risk rules may read: `intent_features`, plus the funding rate announced by then
-        on a perpetual (`funding_rate`) unless the strategy supplied its own."""
+        """What risk rules may read: `intent_features`, plus what the engine knows by then
+        unless the strategy supplied its own: the announced `funding_rate` of a perpetual and,
+        when a rule needs them, `spread_bps`, `spread_avg_bps`, `quote_volume_24h`
+        (`engine.market_context`)."""
         features = intent_features(bar, details)
-        rate = self.funding.rate_at(now)
-        if rate is not None and "funding_rate" not in features and math.isfinite(rate):
-            features["funding_rate"] = rate
+        known: dict[str, float | None] = {"funding_rate": self.funding.rate_at(now)}
+        if self.market is not None:
+            spread, average, samples = self.market.spread_at(now)
+            known.update(spread_bps=spread, spread_avg_bps=average, spread_samples=samples)
+            known["quote_volume_24h"] = self.market.quote_volume_at(now)
+        for name, value in known.items():
+            if value is not None and math.isfinite(value) and name not in features:
+                features[name] = value
         return features
 
     # ------------------------------------------------------------------ decisions
@@ -208,7 +228,7 @@ class OrderFlow:
             self.queue.popleft()
         return False
 
-    def _decide(self, queued: _QueuedIntent, gateway: RiskGateway, batch: FeatureBatch) -> None:
+    def _decide(self, queued: QueuedIntent, gateway: RiskGateway, batch: FeatureBatch) -> None:
         intent = queued.intent
         self.settle_funding(intent.ts_event)
         decision = gateway.decide(intent, list(self.updates))
@@ -233,6 +253,9 @@ class OrderFlow:
         self.counters["approved_intents"] += 1
         if self.venue is not None:
             self._send_to_venue(queued, decision.quantity, signal_id)
+            return
+        if self.limit_entries is not None and not intent.reduce_only:
+            self._start_limit_entry(queued, decision.quantity, signal_id, batch)
             return
         order = self.matcher.submit(intent, decision.quantity, intent.ts_event)
         self._contexts[order.order_id] = queued.context
@@ -303,62 +326,6 @@ class OrderFlow:
         row = self.signals.on_fill(fill)
         if row is not None:
             self.journal["signals"].append(row)
-
-    # ------------------------------------------------------------------ live venue
-
-    def _send_to_venue(self, queued: _QueuedIntent, quantity: float,
-                       signal_id: str | None) -> None:
-        """The approved intent's market order to the venue (`engine.venue_orders`)."""
-        assert self.venue is not None
-        intent = queued.intent
-        if signal_id is not None:
-            self.signals.await_fill(signal_id, intent.order_id, math.nan)
-        try:
-            updates = self.venue.submit(intent, quantity, queued.context, self.next_sequence)
-        except ExecutionError as error:  # nothing was sent, or the venue refused: fail closed
-            self.counters["venue_refusals"] += 1
-            self.dead_letter("execution", "order_refused",
-                             f"{intent.intent_kind} {intent.order_id}: {error}",
-                             f"venue {self.venue.venue_symbol}", intent.ts_event)
-            self._apply_venue([VenueUpdate(intent.order_id, queued.context, None, True, True,
-                                           "venue refused", reserved=True)], intent.ts_event)
-            return
-        self.counters["orders"] += 1
-        self._apply_venue(updates, intent.ts_event)
-
-    def poll_venue(self, ts_event: int, last_price: float) -> None:
-        """Fills and ends of working venue orders reported since the last poll, and the
-        venue's position when it differs (`engine.venue_orders`)."""
-        if self.venue is None:
-            return
-        try:
-            updates = self.venue.poll(ts_event, self.tracker.signed_quantity, last_price,
-                                      self.next_sequence)
-        except ExecutionError as error:  # the orders stay working; the next poll asks again
-            self.dead_letter("execution", "poll_failed", str(error),
-                             f"venue {self.venue.venue_symbol}", ts_event)
-            return
-        self._apply_venue(updates, ts_event)
-
-    def _apply_venue(self, updates: list[VenueUpdate], ts_event: int) -> None:
-        for update in updates:
-            if update.fill is not None:
-                self._apply_fill(update.fill, update.context)
-            if update.final and update.unfilled and update.reserved:
-                self.updates.append(OrderReleased(self.symbol, ts_event, self.next_sequence(),
-                                                  update.order_id, update.detail or "unfilled"))
-                row = self.signals.resolve_order(update.order_id, "order_rejected")
-                if row is not None:
-                    self.journal["signals"].append(row)
-        if updates and self.venue is not None:
-            try:
-                more = self.venue.sync_stop(self.tracker.signed_quantity, self.tracker.stop_price,
-                                            ts_event, self.next_sequence)
-            except ExecutionError as error:  # the engine's own stop still guards the position
-                self.dead_letter("execution", "venue_stop_refused", str(error),
-                                 f"venue {self.venue.venue_symbol}", ts_event)
-                return
-            self._apply_venue(more, ts_event)
 
     # ------------------------------------------------------------------ marks
 

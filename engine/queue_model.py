@@ -21,6 +21,10 @@ Then, in event time (`match_order`, vectorised over the trades between two book 
   proportion: queue_ahead x L' / level_size. An increase joins behind the order. Our own paper
   order is not in the recorded book, so visible sizes exclude it.
 - a cancel (`PaperMatcher.cancel`) takes effect at its arrival: trades before it still fill.
+- an amend of the price (`PaperMatcher.amend`) takes effect at its arrival too: until then the
+  old price works; then the order joins anew at the new price, behind the level (it loses its
+  place, as a venue's price modify does). An order that filled before the amend arrived keeps
+  its fills; the amend finds nothing to change.
 
 Maker fills have the limit price as reference (slippage 0). A trade is a price observation: two
 paper orders at one price each see the full trade. Everything is a pure function of the order's
@@ -59,6 +63,8 @@ class RestingOrder:
     rows_emitted: int = 0  # history records of `managed` already journaled
     filled: float = 0.0
     cancel_at: int | None = None  # when the cancel reaches the venue
+    amend_at: int | None = None  # when a price amend reaches the venue
+    amend_price: float = math.nan
     joined: bool = False  # arrived and queued
     queue_ahead: float = 0.0
     level_size: float = 0.0
@@ -220,18 +226,32 @@ def match_order(
     until: int,
     depth: DepthSamples | None,
     quotes: QuoteColumns | None,
+    already: float = 0.0,
 ) -> MatchOutcome:
     """Advance one order through the events with ts_event < `until` (see module docstring).
 
     Updates the order's queue state and `processed_ts`; the caller adds the executions to
-    `filled` and removes the order when `done_state` is set.
+    `filled` and removes the order when `done_state` is set. `already`: executions found by
+    this call's earlier part (before an amend), not yet in `filled`.
     """
+    amend_at = order.amend_at
+    if amend_at is not None and amend_at < until and (
+            order.cancel_at is None or amend_at < order.cancel_at):
+        before = match_order(order, trades, amend_at, depth, quotes, already)
+        order.amend_at = None
+        if before.done_state is not None:
+            return before  # filled before the amend arrived
+        order.limit_price, order.arrival_ts, order.joined = order.amend_price, amend_at, False
+        done = already + sum(execution.quantity for execution in before.executions)
+        after = match_order(order, trades, until, depth, quotes, done)
+        after.executions[:0] = before.executions
+        return after
     outcome = MatchOutcome()
     end = until if order.cancel_at is None else min(until, order.cancel_at)
     if order.arrival_ts >= until:
         return outcome
     times = sample_times(depth, quotes)
-    remaining = order.quantity - order.filled
+    remaining = order.quantity - order.filled - already
     if not order.joined:
         remaining = _join(order, remaining, depth, quotes, times, outcome)
     ts = trades.ts_event

@@ -266,7 +266,9 @@ class PortfolioRisk:
             self.funding += update.amount
             self._refresh()
         elif isinstance(update, OrderReleased):
-            book.pending.pop(update.order_id, None)
+            released = book.pending.pop(update.order_id, None)
+            if released is not None and update.successor is not None:
+                book.pending[update.successor] = released
         else:
             self._apply_mark(book, update)
         self._emit(EquityObserved(update.ts_event), update.symbol)

@@ -387,6 +387,9 @@ def run_live(
     if execute and config.execution is None:
         raise ValueError("live execution needs an `execution:` section in the run config "
                          "(venue, symbols, state file); see configs/live_execution.yaml")
+    if execute and config.entry.order_type != "market":
+        raise ValueError("live execution sends market entries only: set entry.order_type: "
+                         "market (limit entries run on the paper matcher)")
     if not execute:
         config = config.model_copy(update={"execution": None})
     wanted = tuple(sorted({symbol.upper() for symbol in symbols}))

@@ -99,6 +99,13 @@ class SignalLedger:
         )
         self._by_order[order_id] = signal_id
 
+    def rename_order(self, order_id: str, new_order_id: str) -> None:
+        """The signal waiting on `order_id` now waits on `new_order_id` (a market fallback)."""
+        signal_id = self._by_order.pop(order_id, None)
+        if signal_id is not None:
+            self._by_order[new_order_id] = signal_id
+            self._open[signal_id].order_id = new_order_id
+
     def resolve_order(self, order_id: str, note: str) -> dict[str, Any] | None:
         """The row of the signal whose entry order was rejected by the venue, if any."""
         signal_id = self._by_order.get(order_id)

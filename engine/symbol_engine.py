@@ -40,10 +40,12 @@ from engine.config import RunConfig
 from engine.execution.config import LiveTradingConfig
 from engine.execution.port import ExecutionPort
 from engine.indicator_spec import IndicatorSpec
+from engine.market_context import MarketContext
 from engine.order_flow import OrderFlow, RiskGateway
 from engine.position_tracker import PositionTracker
 from engine.strategies import make_strategy
 from engine.strategies.base import BarView, ClosePosition, GuardedStrategy, MoveStop, Signal
+from engine.timeframes import parse_duration_ns
 from engine.types import PortfolioUpdate
 from engine.venue_orders import VenueOrders
 
@@ -70,6 +72,7 @@ class _BatchCursor:
     next_event: int = 0
     trade_cursor: int = 0  # trades before it are processed
     trigger_from: int = 0  # protective triggers are searched from here
+    entries_until: int = -(2**63)  # working limit entries are matched up to here
 
 
 class SymbolEngine:
@@ -85,7 +88,10 @@ class SymbolEngine:
                 f"strategy {self.strategy.name} needs timeframes {missing} that the run does not "
                 f"compute; add them to `timeframes` (has {list(config.timeframes)})"
             )
-        self.flow = OrderFlow(symbol, self.strategy.name, config.simulation)
+        market = (MarketContext(parse_duration_ns(config.risk.spread_window),
+                                parse_duration_ns(config.risk.volume_window))
+                  if config.risk.market_context_needed() else None)
+        self.flow = OrderFlow(symbol, self.strategy.name, config.simulation, config.entry, market)
         checks = config.risk.position_checks
         self._position_checks = (config.risk.profile is not None or config.control.enabled
                                  if checks is None else checks)
@@ -166,6 +172,8 @@ class SymbolEngine:
     def _begin_batch(self, batch: FeatureBatch) -> None:
         self.flow.feed_health.observe(batch.feed_events)
         self.flow.funding.observe(batch.marks)
+        if self.flow.market is not None:
+            self.flow.market.observe(batch)
         events, dropped = self.bars.begin(batch)
         for bar in dropped:
             self.flow.dead_letter(
@@ -182,6 +190,10 @@ class SymbolEngine:
         assert cursor is not None
         trades = cursor.batch.trades
         self.flow.matcher.end_batch(trades)
+        if self.flow.limit_entries is not None:
+            self.flow.limit_entries.end_batch(cursor.batch)
+        if self.flow.market is not None:
+            self.flow.market.end_batch()
         self.flow.counters["market_trades"] += len(trades)
         if len(trades):
             self._last_price = float(trades.price[-1])
@@ -225,6 +237,8 @@ class SymbolEngine:
                 limit = int(np.searchsorted(trade_ts, bar_close, "left"))
             else:
                 limit = len(trade_ts)
+            if self._advance_limit_entries(cursor, limit):
+                continue
             if self._advance_trades(cursor, limit):
                 continue
             if cursor.next_event < len(cursor.events):
@@ -232,6 +246,36 @@ class SymbolEngine:
                 cursor.next_event += 1
                 continue
             return False
+
+    def _advance_limit_entries(self, cursor: _BatchCursor, limit: int) -> bool:
+        """Match working limit entries up to the next bar close (or the batch's last trade), or
+        to a tactic's deadline when that comes first, and act on the deadline; True if a
+        deadline was handled (the loop runs again), False once matched up to the boundary."""
+        flow = self.flow
+        entries = flow.limit_entries
+        if not entries:
+            return False
+        trades = cursor.batch.trades
+        if cursor.next_event < len(cursor.events):
+            until = int(cursor.events.ts_close[cursor.next_event])
+        else:
+            until = int(trades.ts_event[-1]) + 1 if len(trades) else cursor.entries_until
+        deadline = entries.deadline()
+        due = deadline is not None and deadline < until
+        if due:
+            assert deadline is not None
+            until = deadline
+        if until > cursor.entries_until:
+            last_fill = flow.advance_limit_entries(cursor.batch, until)
+            cursor.entries_until = until
+            if last_fill is not None:  # levels set by the entry count from the next trade on
+                index = int(np.searchsorted(trades.ts_event, last_fill, "left"))
+                cursor.trigger_from = max(cursor.trigger_from, min(index + 1, limit))
+        if due:
+            assert deadline is not None
+            flow.limit_entry_time(cursor.batch, deadline)
+            return True
+        return False
 
     def _advance_trades(self, cursor: _BatchCursor, limit: int) -> bool:
         """Handle the next fill or protective trigger among trades before `limit`; True if one

@@ -174,13 +174,15 @@ class FundingPayment:
 class OrderReleased:
     """An approved order that will fill no further (rejected, or its remainder cancelled): risk
     frees what it still reserved for it, so a dead order never holds heat, leverage or a
-    position slot."""
+    position slot. With `successor`, the reservation moves to that order instead (a limit
+    entry's market fallback for what the limit did not fill)."""
 
     symbol: str
     ts_event: int
     sequence: int
     order_id: str
     reason: str
+    successor: str | None = None
 
     @property
     def key(self) -> EventKey:

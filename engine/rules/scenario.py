@@ -8,6 +8,7 @@ A scenario is a YAML file (bundled ones live in `configs/risk/scenarios/`):
     initial_equity: 100000
     start: "2024-03-01T00:00:00Z"
     expect_rules: [daily_loss_limit, portfolio_heat]   # each must trigger at least once
+    default_features: {spread_bps: 1.0}  # merged under every intent's own features
     steps:
       - {at: 0, mark: {symbol: BTCUSDT, price: 60000}}
       - {at: 60, intent: {symbol: BTCUSDT, side: 1, price: 60000, stop: 59400,
@@ -106,6 +107,7 @@ class _Runner:
         self.start_ns = int(start.timestamp()) * _NS
         self.result = ScenarioResult(self.name, profile.name)
         self.sequence = 0
+        self.default_features: dict[str, Any] = dict(scenario.get("default_features") or {})
         self.last_ts = self.start_ns
         self.approved_orders: dict[str, tuple[str, int, float]] = {}  # symbol -> (order, side, qty)
 
@@ -154,7 +156,8 @@ class _Runner:
     def _intent(self, body: dict[str, Any], ts: int, where: str) -> None:
         symbol = str(body["symbol"])
         quantity = body.get("quantity")
-        features = {str(key): float(value) for key, value in (body.get("features") or {}).items()}
+        given = {**self.default_features, **(body.get("features") or {})}
+        features = {str(key): float(value) for key, value in given.items()}
         intent = OrderIntent(
             intent_id=f"{self.name}:{self.sequence}", symbol=symbol, ts_event=ts,
             sequence=self.sequence, side=int(body.get("side", 1)),

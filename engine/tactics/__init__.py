@@ -6,13 +6,16 @@ caller feeds it events (`Quote`, `Bar`, `TacticFill`, `OrderClosed`, and the eve
 venue: the paper matcher or live execution. Orders are named by a short `purpose` ("e", "sl",
 "tp1", ...) that is also the purpose part of `engine.orders.client_order_id`.
 
-- `limit_entry`: limit at the best bid/ask, one reprice, then cancel or market fallback;
+- `limit_entry`: limit at the best bid/ask, one reprice, then cancel or market fallback; the
+  paper engine works entries with it under `entry.order_type: limit` (`engine.limit_entries`);
 - `protection`: stop-loss and layered take-profits placed on the entry fill as OCO, resized by
-  partial fills, breakeven after TP1, ATR trailing, time exit and max hold;
-- `filters`: spread over its running average, single order capped at a share of 24h volume.
+  partial fills, breakeven after TP1, ATR trailing, time exit and max hold. This is the
+  order-level form (resting orders at a venue); the engine enforces the same levels in event
+  time with market exits (`engine.position_tracker`), and live it also holds the initial stop on
+  the venue (`engine.venue_orders`).
 
-These are the order-level layer (resting orders). `engine.position_tracker` keeps enforcing the
-same levels with market exits on the paper replay path.
+The entry filters (spread over its average, an order's share of 24h volume) are risk rules
+(`engine.rules.execution_filters`), fed columnar market facts (`engine.market_context`).
 """
 
 from engine.tactics.commands import (

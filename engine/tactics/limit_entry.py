@@ -16,11 +16,8 @@ is only the planned last step of a working entry, not a retry of a refused one.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-from pydantic import Field, model_validator
-
-from engine.config import _Frozen
+from engine.config import LimitEntryConfig
 from engine.orders import QUANTITY_TOLERANCE
 from engine.tactics.commands import (
     AmendOrder,
@@ -31,40 +28,9 @@ from engine.tactics.commands import (
     Quote,
     TacticFill,
 )
-from engine.timeframes import parse_duration_ns
 
 ENTRY = "e"
 ENTRY_MARKET = "em"
-
-
-class LimitEntryConfig(_Frozen):
-    """Timings of the limit entry; durations like '15s' or '500ms'."""
-
-    reprice_after: str = "15s"
-    give_up_after: str = "30s"
-    fallback: Literal["cancel", "market"] = "cancel"
-    max_reprices: int = Field(1, ge=0, le=10)
-
-    @model_validator(mode="after")
-    def _check(self) -> LimitEntryConfig:
-        for key in ("reprice_after", "give_up_after"):
-            try:
-                value = parse_duration_ns(getattr(self, key))
-            except ValueError as error:
-                raise ValueError(f"{key}: {error}") from None
-            if value <= 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)!r}")
-        if self.give_up_after_ns <= self.reprice_after_ns:
-            raise ValueError("give_up_after: must be longer than reprice_after")
-        return self
-
-    @property
-    def reprice_after_ns(self) -> int:
-        return parse_duration_ns(self.reprice_after)
-
-    @property
-    def give_up_after_ns(self) -> int:
-        return parse_duration_ns(self.give_up_after)
 
 
 class LimitEntryTactic:

@@ -230,3 +230,34 @@ def test_an_overfill_fails_closed() -> None:
     order.filled = 0.0  # as if the queue model lost track of what filled
     with pytest.raises(OverFill):
         matcher.match_resting(trades([(2, 98.0, 5.0, -1)]), next_sequence, depth=depth)
+
+
+def test_an_amend_takes_effect_at_arrival_and_requeues_behind_the_level() -> None:
+    config = CONFIG.model_copy(update={"order_latency_ms": 50.0})
+    depth = book([(0, [(99.0, 1.0), (98.0, 2.0)], [(100.0, 1.0)]),
+                  (200, [(99.0, 1.0), (98.0, 2.0)], [(100.0, 1.0)])])
+    tape = trades([(100, 99.0, 1.5, -1),   # fills 0.5 behind 1.0 queued at 99 (old price)
+                   (260, 99.0, 5.0, -1),   # after the amend arrived: the order is at 98 now
+                   (300, 98.0, 2.5, -1),   # 2.0 ahead at 98, then 0.5 ours
+                   (400, 97.0, 1.0, -1)])  # through the price: the rest fills
+    matcher = PaperMatcher("BTCUSDT", config)
+    matcher.submit_limit(intent(), 2.0, 99.0, T0)
+    next_sequence = sequences()
+    fills = matcher.match_resting(tape, next_sequence, until=T0 + 150 * MS, depth=depth)
+    assert matcher.amend("BTCUSDT:o1", 98.0, T0 + 200 * MS, "reprice to best")
+    assert not matcher.amend("BTCUSDT:o1", 97.0, T0 + 210 * MS, "again")  # one in flight
+    fills += matcher.match_resting(tape, next_sequence, depth=depth)
+    assert [(fill.ts_event, fill.quantity, fill.price) for fill in fills] == [
+        (T0 + 100 * MS, 0.5, 99.0), (T0 + 300 * MS, 0.5, 98.0), (T0 + 400 * MS, 1.0, 98.0)]
+    assert not matcher.resting
+    states = [(row["state"], row["reason"]) for row in matcher.drain_rows()]
+    assert ("partially_filled", "reprice to best") in states and states[-1][0] == "filled"
+
+
+def test_an_amend_after_the_fill_changes_nothing() -> None:
+    matcher = PaperMatcher("BTCUSDT", CONFIG)
+    depth = book([(0, [(99.0, 0.0)], [(100.0, 1.0)])])
+    matcher.submit_limit(intent(), 1.0, 99.0, T0)
+    fills = matcher.match_resting(trades([(10, 98.0, 1.0, -1)]), sequences(), depth=depth)
+    assert [fill.price for fill in fills] == [99.0]
+    assert not matcher.amend("BTCUSDT:o1", 98.0, T0 + 20 * MS, "late")

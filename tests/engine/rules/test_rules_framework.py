@@ -312,7 +312,8 @@ def test_bad_scenarios_name_the_step(tmp_path: Path, step: str, message: str) ->
 def test_cli_shows_a_profile_and_runs_a_scenario(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["risk", "show", str(write_profile(tmp_path))]) == 0
-    assert "[size ] FixedFractional(risk_pct=0.01, cap_given_quantity=False)" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "[size ] FixedFractional(risk_pct=0.01, cap_given_quantity=False)" in shown
     journal = tmp_path / "out.duckdb"
     assert main(["risk", "scenario", str(write_scenario(tmp_path)), "--journal", str(journal)]) == 0
     out = capsys.readouterr().out

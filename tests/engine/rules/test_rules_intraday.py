@@ -599,10 +599,10 @@ def test_correlation_window_forgets_returns_older_than_the_lookback() -> None:
 
 PLAN_RULES = (
     "drawdown_shutdown", "daily_loss_streak", "slippage_halt", "kill_switch", "stale_data",
-    "daily_loss_limit", "weekly_loss_halt", "api_error_rate", "net_flip", "max_open_positions",
-    "max_positions_per_asset_class", "correlated_signals", "fixed_fractional",
-    "atr_volatility_scale", "losing_streak_half_size", "portfolio_heat", "position_heat_share",
-    "asset_class_leverage",
+    "spread_filter", "daily_loss_limit", "weekly_loss_halt", "api_error_rate", "net_flip",
+    "max_open_positions", "max_positions_per_asset_class", "correlated_signals",
+    "fixed_fractional", "atr_volatility_scale", "losing_streak_half_size", "portfolio_heat",
+    "position_heat_share", "asset_class_leverage", "volume_cap",
 )
 
 
@@ -682,8 +682,12 @@ def test_scenario_triggers_every_rule_and_journals_reasons() -> None:
             ("daily_loss_streak", "halt"), ("slippage_halt", "halt"),
             ("weekly_loss_halt", "block_entries"), ("api_error_rate", "block_entries"),
             ("correlated_signals", "flatten_symbol")} <= kinds
-    # the first BTC entry: 1% of 100,000 over 970, x 600/450
-    first = decisions[0]
+    # the execution filters refuse the first two; then the first BTC entry: 1% of 100,000
+    # over 970, x 600/450
+    assert [(row["approved"], row["rule"]) for row in decisions[:2]] == [
+        (False, "spread_filter"), (False, "volume_cap")]
+    assert "3.10 bps > 2x its average 1.00 bps" in decisions[0]["reason"]
+    first = decisions[2]
     assert first["approved"] and first["approved_qty"] == pytest.approx(1_000 / 970 * 4 / 3)
     assert not result.summary["halted"]
 
