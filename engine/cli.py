@@ -119,6 +119,16 @@ def _cmd_import_tardis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_uniswap(args: argparse.Namespace) -> int:
+    from storage.dex_tape import DexPool
+    from storage.importers.uniswap_v3 import import_uniswap_v3
+
+    result = import_uniswap_v3([Path(path) for path in args.files], Path(args.out),
+                               DexPool.load(args.pool))
+    print(json.dumps(result.summary(), indent=2, default=str))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from storage.report import journal_summary
 
@@ -263,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     tardis.add_argument("files", nargs="+", metavar="FILE", help=".csv.gz, .csv or .zip")
     tardis.add_argument("--out", required=True, metavar="TAPE")
     tardis.set_defaults(handler=_cmd_import_tardis)
+
+    uniswap = importer.add_parser(
+        "uniswap-v3", help="Uniswap v3 pool logs (raw eth_getLogs or decoded) to a DEX tape")
+    uniswap.add_argument("files", nargs="+", metavar="FILE", help=".csv or .csv.gz")
+    uniswap.add_argument("--pool", required=True, metavar="YAML",
+                         help="the pool: address, tokens, decimals, base (configs/dex/)")
+    uniswap.add_argument("--out", required=True, metavar="DIR")
+    uniswap.set_defaults(handler=_cmd_import_uniswap)
 
     risk = commands.add_parser("risk", help="risk profiles and scenarios").add_subparsers(
         dest="risk_command", required=True
