@@ -129,6 +129,22 @@ def _cmd_import_uniswap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from engine.dex.dataset import DexPlanConfig
+    from engine.experiment_run import run_experiment
+
+    models = [part.strip() for part in args.models.split(",") if part.strip()]
+    config = DexPlanConfig(horizon=args.horizon, decay_per_minute=args.decay,
+                           pair_symbol=args.pair)
+    summary = run_experiment(Path(args.tape), models, args.target, Path(args.out),
+                             seed=args.seed, config=config, parallel=not args.sequential,
+                             ray_address=args.ray_address)
+    print(json.dumps({"out": args.out, "signals": summary["signals"],
+                      "labelled": summary["labelled"], "metrics": summary["metrics"]},
+                     indent=2, default=str))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from storage.report import journal_summary
 
@@ -281,6 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the pool: address, tokens, decimals, base (configs/dex/)")
     uniswap.add_argument("--out", required=True, metavar="DIR")
     uniswap.set_defaults(handler=_cmd_import_uniswap)
+
+    experiment = commands.add_parser(
+        "experiment", help="progressive validation of online models on a recorded DEX stream")
+    experiment.add_argument("--tape", required=True, help="a DEX tape (ats import uniswap-v3)")
+    experiment.add_argument("--models", default="lr,htr,arf",
+                            help="comma-separated: lr, htr, arf (or linear, hoeffding_tree, "
+                                 "adaptive_forest)")
+    experiment.add_argument("--target", default="reward_score")
+    experiment.add_argument("--out", required=True, metavar="DIR",
+                            help="metrics.csv, predictions.parquet, rolling_error.png, ...")
+    experiment.add_argument("--seed", type=int, default=7)
+    experiment.add_argument("--horizon", default="20m", help="label horizon T")
+    experiment.add_argument("--decay", type=float, default=0.05,
+                            help="k of the reward's exp(-k t), per minute")
+    experiment.add_argument("--pair", default="ETHUSDT", help="the CEX pair the pool leads")
+    experiment.add_argument("--sequential", action="store_true",
+                            help="run the models one after the other, without Ray")
+    experiment.add_argument("--ray-address", default=None, help="join a running Ray cluster")
+    experiment.set_defaults(handler=_cmd_experiment)
 
     risk = commands.add_parser("risk", help="risk profiles and scenarios").add_subparsers(
         dest="risk_command", required=True
