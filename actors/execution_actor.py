@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from engine.execution import ExecutionConfig, LiveExecution
+from engine.execution.errors import ExecutionError
 from engine.execution.port import LocalExecutionPort, VenueReport, WatchdogThread, report_of
 
 
@@ -97,34 +98,49 @@ class ExecutionActor:
 
 
 class RayExecutionPort:
-    """`ExecutionPort` (and the session's and operator's calls) over an `ExecutionActor`."""
+    """`ExecutionPort` (and the session's and operator's calls) over an `ExecutionActor`.
+
+    Errors arrive as the `ExecutionError` the actor raised; anything else that fails a call (the
+    actor died, an unexpected error) becomes an `ExecutionError` too, so the order flow fails
+    closed on it exactly as in process."""
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
         self._heartbeat: Any = None
 
+    def _get(self, reference: Any) -> Any:
+        try:
+            return ray.get(reference)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, ExecutionError):
+                raise cause from None
+            raise ExecutionError(f"execution actor call failed: {type(cause).__name__}") from None
+        except ray.exceptions.RayActorError:
+            raise ExecutionError("the execution actor is gone") from None
+
     def place(self, symbol: str, side: int, quantity: float, reduce_only: bool, purpose: str,
               order_id: str, intent_id: str | None) -> VenueReport:
-        report: VenueReport = ray.get(self.actor.place.remote(
+        report: VenueReport = self._get(self.actor.place.remote(
             symbol, side, quantity, "market", None, reduce_only, purpose, order_id, intent_id))
         return report
 
     def place_stop(self, symbol: str, side: int, quantity: float, stop_price: float,
                    order_id: str) -> VenueReport:
-        report: VenueReport = ray.get(self.actor.place_stop.remote(
+        report: VenueReport = self._get(self.actor.place_stop.remote(
             symbol, side, quantity, stop_price, False, order_id))
         return report
 
     def cancel(self, client_order_id: str) -> VenueReport:
-        report: VenueReport = ray.get(self.actor.cancel.remote(client_order_id))
+        report: VenueReport = self._get(self.actor.cancel.remote(client_order_id))
         return report
 
     def refresh(self, client_order_ids: list[str]) -> list[VenueReport]:
-        reports: list[VenueReport] = ray.get(self.actor.refresh.remote(client_order_ids))
+        reports: list[VenueReport] = self._get(self.actor.refresh.remote(client_order_ids))
         return reports
 
     def position(self, symbol: str) -> float | None:
-        size: float | None = ray.get(self.actor.position.remote(symbol))
+        size: float | None = self._get(self.actor.position.remote(symbol))
         return size
 
     def reconcile(self) -> dict[str, Any]:

@@ -42,9 +42,9 @@ def _linear(seed: int) -> Any:
     standardised too (rewards are ~1e-3, where plain SGD steps would swamp the weights), and
     gradients are clipped: early, the scaler's variance is tiny and one outlier would blow the
     weights up."""
-    return preprocessing.TargetStandardScaler(
-        regressor=preprocessing.StandardScaler() | linear_model.LinearRegression(
-            optimizer=optim.SGD(0.01), intercept_lr=0.01, clip_gradient=1.0))
+    scaled = preprocessing.StandardScaler() | linear_model.LinearRegression(
+        optimizer=optim.SGD(0.01), intercept_lr=0.01, clip_gradient=1.0)
+    return preprocessing.TargetStandardScaler(regressor=scaled)  # type: ignore[arg-type]
 
 
 @register_regressor("hoeffding_tree")

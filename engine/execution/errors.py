@@ -49,6 +49,10 @@ class VenueError(ExecutionError):
         self.category = category
         self.code = code
 
+    def __reduce__(self) -> tuple[type[VenueError], tuple[str, str, int | None]]:
+        """Picklable with its category and code (it crosses Ray from the ExecutionActor)."""
+        return (type(self), (self.category, str(self), self.code))
+
 
 def _category(error: Exception, code: int | None) -> str:
     import ccxt  # here, so importing the error classes does not load ccxt

@@ -175,7 +175,10 @@ class LiveExecution:
                 ) -> ManagedOrder:
         if order_type not in _CCXT_TYPES:
             raise ValueError(f"order_type {order_type!r}; allowed: {', '.join(_CCXT_TYPES)}")
-        quantity, price = self.client.to_precision(symbol, quantity, price)
+        # a reduce-only close of a position that float arithmetic left a hair under a lot step
+        # (0.000999999... for 0.001) must not truncate to nothing; the venue caps it anyway
+        quantity, price = self.client.to_precision(
+            symbol, quantity * (1 + 1e-9) if reduce_only else quantity, price)
         if stop_price is not None:
             stop_price = self.client.to_precision(symbol, quantity, stop_price)[1]
         ts = self._now_ns()

@@ -6,9 +6,10 @@
 - `uniswap_v3`: Uniswap v3 pool logs (raw eth_getLogs rows or decoded rows) into a DEX tape
   (`storage.dex_tape`: swaps and liquidity events, not a CEX tape).
 
-The CEX importers write a tape with `storage.tape.TapeWriter` (atomic: a failed import leaves nothing at the
-target) block by block, never one Python object per row. Bad rows become dead letters in the
-tape's `dead_letters.csv`; a file that cannot be read at all raises `ImportFormatError`.
+The CEX importers write a tape with `storage.tape.TapeWriter` (atomic: a failed import leaves
+nothing at the target) block by block, never one Python object per row. Bad rows become dead
+letters in the tape's `dead_letters.csv`; a file that cannot be read at all raises
+`ImportFormatError`.
 """
 
 from storage.importers.binance_public import import_binance_public

@@ -58,3 +58,33 @@ def test_actor_trades_only_after_reconcile_and_watchdog_flattens(
     finally:
         ray.get(actor.stop.remote())
         ray.kill(actor)
+
+
+def test_ray_port_raises_the_actors_execution_errors(server: BinanceTradingServer,
+                                                    tmp_path: Path) -> None:
+    """A refusal inside the actor reaches the order flow as the same ExecutionError (it fails
+    closed on it), not as an opaque Ray error; a dead actor is an ExecutionError too."""
+    from actors.execution_actor import Credentials, RayExecutionPort
+    from engine.execution.errors import ExecutionError, TradingBlockedError, VenueError
+
+    config = make_config(server, tmp_path / "execution.json", symbols=(BTC,))
+    credentials = Credentials({"ATS_BINANCE_KEY": TEST_API_KEY,
+                               "ATS_BINANCE_SECRET": CANARY_SECRET})
+    assert CANARY_SECRET not in repr(credentials)
+    actor = ExecutionActor.remote(config, 0.5, credentials)
+    port = RayExecutionPort(actor)
+    try:
+        with pytest.raises(TradingBlockedError, match="reconcile"):
+            port.place(BTC, 1, 0.01, False, "e", "BTCUSDT:o1", "BTCUSDT:i1")
+        port.reconcile()
+        with pytest.raises(VenueError, match="lot size") as refused:
+            port.place(BTC, 1, 1e-9, False, "e", "BTCUSDT:o2", "BTCUSDT:i2")
+        assert refused.value.category == "rejected"
+        report = port.place(BTC, 1, 0.01, False, "e", "BTCUSDT:o3", "BTCUSDT:i3")
+        assert report.final and report.order_id == "BTCUSDT:o3"
+        port.stop()
+        ray.kill(actor)
+        with pytest.raises(ExecutionError, match="gone"):
+            port.position(BTC)
+    finally:
+        ray.kill(actor)
