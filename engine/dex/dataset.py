@@ -5,8 +5,9 @@ labels each with its reward score. The rows carry every field of the plan's `sig
 a field with no value is NULL and `null_reasons` (JSON) says why. For a day without a recorded
 CEX tape the CEX price is the DEX price, and `cex_source` says "derived_from_dex".
 
-`LEARNING_FEATURES` are the columns the Phase B regression reads; `learning_rows` turns a set
-into `(ts, ready_ts, features, target)` rows for `online_ml`.
+`LEARNING_FEATURES` are the columns the Phase B regression reads, plus the signal's market regime
+one-hot (`regime_<name>`, from `online_ml.regime` over the pool's 1-minute closes); `learning_rows`
+turns a set into `(ts, ready_ts, features, target)` rows for `online_ml`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engine.dex.features import DexColumns, dex_features
 from engine.dex.labels import reward_scores
 from engine.dex.signals import PhaseAConfig, phase_a
 from engine.timeframes import parse_duration_ns
+from online_ml.regime import RegimeConfig, RegimeDetector
 
 LEARNING_FEATURES = (
     "direction", "confirmations", "imbalance_10s", "imbalance_30s", "log_volume_ratio",
@@ -37,7 +39,7 @@ _NULL_REASONS = {
     "predicted_reward": "phase A signal: no model prediction yet",
     "cex_orderbook_depth_5pct": "no CEX order book recorded for this day; the CEX side is "
                                 "derived from DEX prices",
-    "market_regime": "regime detection is not part of this set",
+    "market_regime": "fewer than the detector's warm-up minutes of prices before the signal",
     "data_latency_ms": "historical chain logs carry block time only, no receive time",
     "execution_latency_ms": "research set: no order was sent",
     "estimated_slippage_pct": "research set: no order size to estimate slippage for",
@@ -53,6 +55,8 @@ class DexPlanConfig(BaseModel):
     horizon: str = Field("20m", description="T: a signal is labelled this long after it")
     decay_per_minute: float = Field(0.05, ge=0, description="k of exp(-k t), t in minutes")
     pair_symbol: str = Field("ETHUSDT", description="the CEX pair the DEX pool leads")
+    regime: RegimeConfig = Field(default_factory=RegimeConfig,
+                                 description="online regime of the pool's 1-minute closes")
 
     @property
     def horizon_ns(self) -> int:
@@ -79,7 +83,8 @@ def signal_set(swaps: Any, liquidity: Any, pool_symbol: str, config: DexPlanConf
         "actual_reward": [None if math.isnan(v) else float(v) for v in labels.reward_score],
         "dex_price": price, "cex_price": price, "cex_source": ["derived_from_dex"] * len(ts),
         "dex_orderflow_imbalance": features[f"imbalance_{window}s"][index],
-        "cex_orderbook_depth_5pct": [None] * len(ts), "market_regime": [None] * len(ts),
+        "cex_orderbook_depth_5pct": [None] * len(ts),
+        "market_regime": minute_regimes(columns.swap_ts, columns.price, ts, config.regime),
         "data_latency_ms": [None] * len(ts), "execution_latency_ms": [None] * len(ts),
         "estimated_slippage_pct": [None] * len(ts), "actual_slippage_pct": [None] * len(ts),
         "direction": signals.direction, "confirmations": signals.confirmations,
@@ -95,25 +100,45 @@ def signal_set(swaps: Any, liquidity: Any, pool_symbol: str, config: DexPlanConf
         elif name not in rows:
             rows[name] = features[name][index]
     reasons = []
-    for label_reason in labels.reason:
+    for label_reason, regime in zip(labels.reason, rows["market_regime"], strict=True):
         why = dict(_NULL_REASONS)
         if label_reason:
             why["actual_reward"] = label_reason
+        if regime is not None:
+            del why["market_regime"]
         reasons.append(json.dumps(why, sort_keys=True))
     rows["null_reasons"] = reasons
     return pa.table(rows)
 
 
+def minute_regimes(price_ts: np.ndarray, price: np.ndarray, at: np.ndarray,
+                   config: RegimeConfig) -> list[str | None]:
+    """The online regime of 1-minute closes as of each time in `at`: the regime after the last
+    minute that had ended by then (None while the detector warms up). One update per minute."""
+    minute = price_ts // 60_000_000_000
+    ends = np.flatnonzero(np.diff(minute, append=minute[-1] + 1) != 0) if len(minute) else (
+        np.empty(0, np.int64))
+    closes_ts = (minute[ends] + 1) * 60_000_000_000  # a minute is known once it has ended
+    detector = RegimeDetector(config)
+    regimes = [detector.update(float(value)) for value in price[ends]]
+    known = np.searchsorted(closes_ts, at, "right") - 1
+    return [None if index < 0 or regimes[index] == "warming_up" else regimes[index]
+            for index in known]
+
+
 def learning_rows(table: pa.Table) -> list[tuple[int, int, dict[str, float], float]]:
     """(ts, ready_ts, features, reward) of the labelled rows; NaN features are left out."""
-    data = {name: table.column(name).to_pylist()
-            for name in ("timestamp", "ready_ts", "actual_reward", *LEARNING_FEATURES)}
+    data = {name: table.column(name).to_pylist() for name in (
+        "timestamp", "ready_ts", "actual_reward", "market_regime", *LEARNING_FEATURES)}
     rows = []
     for position, target in enumerate(data["actual_reward"]):
         if target is None:
             continue
         features = {name: float(data[name][position]) for name in LEARNING_FEATURES
                     if data[name][position] is not None and math.isfinite(data[name][position])}
+        regime = data["market_regime"][position]
+        if regime is not None:  # one-hot: River takes sparse dicts
+            features[f"regime_{regime}"] = 1.0
         rows.append((int(data["timestamp"][position]), int(data["ready_ts"][position]),
                      features, float(target)))
     return rows
