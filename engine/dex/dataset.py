@@ -24,7 +24,7 @@ from engine.dex.features import DexColumns, dex_features
 from engine.dex.labels import reward_scores
 from engine.dex.signals import PhaseAConfig, phase_a
 from engine.timeframes import parse_duration_ns
-from online_ml.regime import RegimeConfig, RegimeDetector
+from online_ml.regime import REGIMES, RegimeConfig, RegimeDetector
 
 LEARNING_FEATURES = (
     "direction", "confirmations", "imbalance_10s", "imbalance_30s", "log_volume_ratio",
@@ -137,8 +137,9 @@ def learning_rows(table: pa.Table) -> list[tuple[int, int, dict[str, float], flo
         features = {name: float(data[name][position]) for name in LEARNING_FEATURES
                     if data[name][position] is not None and math.isfinite(data[name][position])}
         regime = data["market_regime"][position]
-        if regime is not None:  # one-hot: River takes sparse dicts
-            features[f"regime_{regime}"] = 1.0
+        if regime is not None:  # dense one-hot: a scaler sees no variance in a lone 1.0
+            features.update({f"regime_{name}": float(name == regime) for name in REGIMES
+                             if name != "warming_up"})
         rows.append((int(data["timestamp"][position]), int(data["ready_ts"][position]),
                      features, float(target)))
     return rows
