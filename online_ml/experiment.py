@@ -3,7 +3,8 @@
 Each sample is `(ts, ready_ts, features, target)`: it is predicted at `ts` by a model that has
 learned only labels ready by then (`DelayedLearner`), so every score is out of sample and free of
 look-ahead, exactly as the model would have run live. As each label becomes known its absolute
-error feeds an ADWIN detector; a detected change is a drift point at that event time.
+error feeds an ADWIN detector (`online_ml.maintenance.DriftMonitor`); a detected change is a
+drift point at that event time.
 
 `run_model` is one model's run (pure, seeded: the same inputs give the same run); `summarize`
 turns a run into a metrics row. The parallel runner lives with the runtime (one Ray task per
@@ -17,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from river import drift
 
 from online_ml.learner import DelayedLearner
+from online_ml.maintenance import DriftMonitor
 from online_ml.models import make_regressor, resolve_name
 
 Sample = tuple[int, int, dict[str, float], float]
@@ -46,14 +47,14 @@ def run_model(samples: Sequence[Sample], model: str, seed: int = 7,
     if len(horizons) != 1:
         raise ValueError(f"samples must share one label horizon, got {sorted(horizons)[:5]}")
     learner = DelayedLearner(make_regressor(name, seed), horizon_ns=horizons.pop())
-    detector = drift.ADWIN(delta=drift_delta)
+    monitor = DriftMonitor(name, delta=drift_delta)
     drifts: list[int] = []
 
     def learn_until(now: int) -> None:
         for learned in learner.advance(now):
-            detector.update(abs(learned.error))
-            if detector.drift_detected:
-                drifts.append(learned.ready_at)
+            alert = monitor.observe(learned)
+            if alert is not None:
+                drifts.append(alert.ts_event)
 
     predictions = np.empty(len(samples))
     for position, (ts, _ready, features, target) in enumerate(samples):
