@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 
-from engine.config import EmaCrossConfig, RunConfig, load_config
+from engine.config import EmaCrossConfig, LearningConfig, RunConfig, load_config
 from engine.timeframes import NS_PER_MINUTE
 
 
@@ -103,7 +103,11 @@ def bench_replay(
     config_path: Path | None = None,
     workers: int = 1,
     out: Path | None = None,
+    learner: str | None = "linear",
 ) -> dict[str, Any]:
+    """ATS and the reference on `tape`; with `learner`, ATS once more with that online learner
+    per symbol (`learning:`, predicting every 1-minute bar), measured side by side: the
+    learner's overhead is `learner_ratio` (its throughput over the plain run's)."""
     from engine.runtime import REPO_ROOT, run_replay, start_ray
     from storage.report import count_signals
 
@@ -119,6 +123,13 @@ def bench_replay(
             journal = Path(scratch) / "journal.duckdb"
             result = run_replay([tape], config, journal, workers)
             crossings = count_signals(journal, "ema_cross")
+            learned: Any = None
+            if learner is not None:
+                learning = LearningConfig(model=learner, horizon="5m")
+                learned = run_replay([tape], config.model_copy(update={"learning": learning}),
+                                     Path(scratch) / "learner.duckdb", workers)
+                if count_signals(Path(scratch) / "learner.duckdb", "ema_cross") != crossings:
+                    raise AssertionError("a learner without a gate changed the signals")
     ats_seconds = result.timings["replay_s"]
     trades = reference["trades"]
     report: dict[str, Any] = {
@@ -136,6 +147,13 @@ def bench_replay(
         "actor_calls": result.summary.get("actor_calls"),
         "workers": workers,
     }
+    if learned is not None:
+        learner_seconds = learned.timings["replay_s"]
+        report.update({
+            "learner": LearningConfig(model=learner).model,
+            "learner_trades_per_s": round(trades / learner_seconds),
+            "learner_ratio": round(ats_seconds / learner_seconds, 4),
+        })
     if crossings != reference["crossings"]:
         raise AssertionError(
             f"crossing counts differ: ATS {crossings}, NumPy reference {reference['crossings']}"

@@ -166,6 +166,7 @@ def _cmd_bench_replay(args: argparse.Namespace) -> int:
     report = bench_replay(
         Path(args.tape), args.strategy, Path(args.config) if args.config else None,
         args.workers, Path(args.out) if args.out else None,
+        None if args.learner == "none" else args.learner,
     )
     for key, value in report.items():
         print(f"  {key:<24} {value}")
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_replay.add_argument("--config", default=None, metavar="PATH")
     bench_replay.add_argument("--workers", type=int, default=1)
     bench_replay.add_argument("--out", default="benchmarks/replay.json", metavar="FILE")
+    bench_replay.add_argument("--learner", default="linear",
+                              help="also run with this online learner per symbol and report its "
+                                   "overhead (lr, htr, arf; 'none' skips)")
     bench_replay.set_defaults(handler=_cmd_bench_replay)
     bench_live = bench.add_parser("live", help="live latency vs a bare websocket loop")
     bench_live.add_argument("--capture", default="data/binance-spot/btcusdt_20240808.gz")

@@ -346,6 +346,34 @@ class EntryConfig(_Frozen):
     limit: LimitEntryConfig = Field(default_factory=LimitEntryConfig)
 
 
+class LearningConfig(_Frozen):
+    """An online learner per symbol (`engine.bar_learner`): it predicts the forward log return of
+    the primary close over `horizon` at each primary bar close, and learns each bar's label once
+    event time has passed its horizon. With `min_prediction`, a signal whose predicted return in
+    its own direction is below it is journaled but not acted on."""
+
+    model: str = Field("linear", description="online_ml regressor: linear, hoeffding_tree, "
+                       "adaptive_forest (or lr, htr, arf)")
+    seed: int = 7
+    horizon: str = Field("5m", description="the label's forward window")
+    min_prediction: float | None = Field(
+        None, description="gate: act on a signal only if direction x prediction >= this")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        from online_ml.models import resolve_name
+
+        return resolve_name(value)
+
+    @field_validator("horizon")
+    @classmethod
+    def _horizon(cls, value: str) -> str:
+        if parse_duration_ns(value) <= 0:
+            raise ValueError(f"must be a positive duration, got {value!r}")
+        return value
+
+
 class RunConfig(_Frozen):
     """Everything a replay or live run needs, apart from the input and the journal path."""
 
@@ -359,6 +387,8 @@ class RunConfig(_Frozen):
     live: LiveConfig = Field(default_factory=LiveConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     entry: EntryConfig = Field(default_factory=EntryConfig)
+    learning: LearningConfig | None = Field(
+        None, description="an online learner per symbol inside its actor; None: none")
     execution: LiveTradingConfig | None = Field(
         None, description="live orders on a venue for `ats live --execute`; None: paper only"
     )

@@ -159,7 +159,8 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
         projected = self.tracker.signed_quantity + self.pending_quantity()
         blocked = ""
         if not signal.act:
-            blocked = "strategy_not_acting"
+            gated = bool((signal.details or {}).get("learner_gated"))
+            blocked = "learner_gate" if gated else "strategy_not_acting"
         elif projected * direction > 0:
             blocked = "already_positioned"
         elif projected * direction < 0 and not signal.reverse:

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from engine.bar_learner import BarLearner
 from engine.bar_schedule import BarEvents, BarSchedule
 from engine.batches import BAR_FIELDS, FeatureBatch
 from engine.config import RunConfig
@@ -100,6 +102,7 @@ class SymbolEngine:
         checked = (self._check_timeframe,) if self._position_checks else ()
         timeframes = tuple(dict.fromkeys((*self.strategy.timeframes, *checked)))
         self.bars = BarSchedule(timeframes, self.strategy.history_bars)
+        self.learner = BarLearner(config.learning) if config.learning is not None else None
         self.totals: Counter[str] = Counter()
         self._cursor: _BatchCursor | None = None
         self._watermark = -(2**63)
@@ -247,6 +250,23 @@ class SymbolEngine:
                 continue
             return False
 
+    @staticmethod
+    def _bar_values(history: Mapping[str, np.ndarray], end: int) -> dict[str, float]:
+        return {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
+
+    def _with_prediction(self, signal: Signal, prediction: float) -> Signal:
+        """The signal with the learner's prediction in its details; not acted on when the
+        learner's gate refuses it (journaled with the reason)."""
+        assert self.learner is not None
+        details = {**(signal.details or {}), "predicted_return": prediction}
+        if signal.act and not self.learner.gate(int(signal.direction), prediction):
+            minimum = self.learner.config.min_prediction
+            self.flow.counters["learner_gated"] += 1
+            return replace(signal, act=False, details={**details, "learner_gated": 1.0},
+                           reason=f"{signal.reason}; learner: predicted {prediction:.3g} "
+                                  f"< {minimum:g} in its direction")
+        return replace(signal, details=details)
+
     def _advance_limit_entries(self, cursor: _BatchCursor, limit: int) -> bool:
         """Match working limit entries up to the next bar close (or the batch's last trade), or
         to a tactic's deadline when that comes first, and act on the deadline; True if a
@@ -329,8 +349,12 @@ class SymbolEngine:
                 flow.queue_position_check(now, close)
             return
         primary = timeframe == self.strategy.primary_timeframe
+        prediction: float | None = None
         if primary:
             flow.tracker.observe_close(close)
+            if self.learner is not None:
+                prediction = self.learner.on_bar(now, self._bar_values(history, end))
+                flow.counters["predictions"] += 1
         view = BarView(timeframe, history, end, now)
         position = flow.tracker.view(flow.pending_quantity())
         actions, error = self.strategy.on_bar(timeframe, view, position)
@@ -351,8 +375,10 @@ class SymbolEngine:
             flow.queue_exit(now, close, quantity, closing.reason, None)
         signals = [action for action in actions if isinstance(action, Signal)]
         if signals:
-            bar = {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
+            bar = self._bar_values(history, end)
             for signal in signals:
+                if prediction is not None:
+                    signal = self._with_prediction(signal, prediction)
                 flow.on_signal(signal, timeframe, now, close, bar)
         checks = self._position_checks and timeframe == self._check_timeframe
         if checks and flow.tracker.signed_quantity != 0:

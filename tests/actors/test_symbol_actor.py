@@ -60,10 +60,17 @@ def _run(config: RunConfig, batches: list[FeatureBatch], journal: Path, restart_
     return outcomes
 
 
-def test_restored_actor_continues_exactly(tmp_path: Path, klines_csv: Path) -> None:
+@pytest.mark.parametrize("learning", [None, {"model": "arf", "horizon": "5m",
+                                              "min_prediction": 0.0}])
+def test_restored_actor_continues_exactly(tmp_path: Path, klines_csv: Path,
+                                          learning: dict[str, object] | None) -> None:
+    """Killed after its first batch and restored from its checkpoint, an actor journals what an
+    uninterrupted one does; with a learner, the model comes back with it (its predictions and
+    the signals its gate refuses are the same)."""
     from storage.journal import read_table
 
-    config = parse_config({"timeframes": ["1m"], "strategy": {"kind": "ema_cross"}})
+    config = parse_config({"timeframes": ["1m"], "strategy": {"kind": "ema_cross"},
+                           "learning": learning})
     batches = _batches(klines_csv, config)
     straight = _run(config, batches, tmp_path / "a.duckdb", restart_after=None)
     restarted = _run(config, batches, tmp_path / "b.duckdb", restart_after=0)
@@ -72,6 +79,9 @@ def test_restored_actor_continues_exactly(tmp_path: Path, klines_csv: Path) -> N
         rows = read_table(tmp_path / "a.duckdb", table, deterministic_only=True)
         assert rows == read_table(tmp_path / "b.duckdb", table, deterministic_only=True)
     assert read_table(tmp_path / "a.duckdb", "fills")
+    if learning is not None:
+        signals = str(read_table(tmp_path / "b.duckdb", "signals"))
+        assert "predicted_return" in signals and "learner_gate" in signals
 
 
 def test_restore_refuses_another_symbols_state(klines_csv: Path, tmp_path: Path) -> None:

@@ -50,4 +50,6 @@ def test_bench_replay_agrees_with_the_reference(tmp_path: Path, klines_csv: Path
     assert report["peak_rss_mb"] > 100
     written = json.loads((tmp_path / "replay.json").read_text())
     assert set(written) >= {"trades", "trades_per_s", "reference_trades_per_s", "ratio",
-                            "crossings", "reference_crossings", "peak_rss_mb", "ray_start_s"}
+                            "crossings", "reference_crossings", "peak_rss_mb", "ray_start_s",
+                            "learner", "learner_trades_per_s", "learner_ratio"}
+    assert written["learner"] == "linear" and written["learner_ratio"] > 0
