@@ -50,6 +50,7 @@ from hypothesis.stateful import (
 
 from engine.config import RiskConfig
 from engine.risk import PortfolioRisk
+from engine.rules.base import MIN_CAP_FRACTION
 from engine.timeframes import NS_PER_DAY
 from engine.types import (
     Fill,
@@ -59,6 +60,7 @@ from engine.types import (
     PortfolioUpdate,
     RiskDecision,
     intent_id_for,
+    order_id_for,
 )
 
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
@@ -163,7 +165,10 @@ class PortfolioModel:
                 if order.symbol == symbol and not order.reduce_only and order.side == side:
                     distances.append(default if order.stop_price is None
                                      else abs(book.last_price - order.stop_price))
-            heat += abs(projected) * (max(distances) if distances else default)
+            # no filled position and no entry on the projected side: the projection is only
+            # pending reduce-only exits outgrowing the position, which can never fill into a
+            # position of that side, so it carries no stop risk (as PortfolioRisk counts it)
+            heat += abs(projected) * max(distances, default=0.0)
             gross += abs(projected) * book.last_price
             count += 1
         return heat, gross, count
@@ -386,8 +391,10 @@ class RiskMachine(RuleBasedStateMachine):
     @rule(data=st.data(), fraction=st.sampled_from([0.25, 0.5, 1.0]),
           seconds=st.integers(1, 3600))
     def exit(self, data: st.DataObject, fraction: float, seconds: int) -> None:
-        """A reduce-only exit of part or all of a projected position: always approved as asked,
-        whatever the limits, halts and losses."""
+        """A reduce-only exit of part or all of a projected position: approved whatever the
+        limits, halts and losses, capped at what it can close (the filled position against it
+        plus pending entries adding to that position; other pending exits are not netted), and
+        refused only when there is nothing to close."""
         held = [symbol for symbol in SYMBOLS if self.model.projected(symbol) != 0]
         symbol = data.draw(st.sampled_from(held))
         projected = self.model.projected(symbol)
@@ -399,8 +406,17 @@ class RiskMachine(RuleBasedStateMachine):
         intent = OrderIntent(intent_id_for(symbol, sequence), symbol, ts, sequence, side,
                              "exit", True, quantity, price, None, reason="property exit")
         decision, order = self.decide(intent)
-        assert decision.approved and decision.rule == "reduce_only", decision
-        assert decision.quantity == quantity, decision
+        book = self.model.symbols[symbol]
+        reducible = max(0.0, -side * book.quantity) + sum(
+            order.remaining for order in self.model.pending.values()
+            if order.symbol == symbol and not order.reduce_only and order.side == -side)
+        assert decision.rule == "reduce_only", decision
+        if reducible <= quantity * MIN_CAP_FRACTION:
+            assert not decision.approved, decision
+            return
+        assert decision.approved, decision
+        assert decision.quantity == pytest.approx(min(quantity, reducible), rel=1e-12), (
+            decision, reducible)
         assert order is not None
         self.model.pending[order.order_id] = order
 
@@ -626,3 +642,39 @@ def test_a_reduce_only_intent_never_opens_a_position() -> None:
     capped = risk.decide(too_big)  # closes what is there (the pending entry), never flips
     assert capped.approved and capped.quantity == pytest.approx(100.0), capped
     assert risk.summary()["open_positions"] == 0
+
+
+def test_a_buy_exit_is_capped_at_the_filled_short_when_exits_outgrow_the_position() -> None:
+    """The case the property search found: exits were approved for a long that had not filled,
+    the long filled a tenth, a short entry filled. The projection is then short only because
+    pending exits outgrow the position; a new buy exit is capped at the filled short."""
+    risk = PortfolioRisk(RiskConfig(max_leverage=10.0, max_portfolio_heat=1.0), 100_000.0)
+    second = 1_000_000_000
+    clock = iter(range(1_728_000_000, 1_728_001_000))
+
+    def at() -> int:
+        return next(clock) * second
+
+    risk.submit([Mark("CCC", at(), 0, 100.0)])
+    risk.apply_all()
+
+    def intent(sequence: int, side: int, kind: str, quantity: float) -> OrderIntent:
+        return OrderIntent(intent_id_for("CCC", sequence), "CCC", at(), sequence, side, kind,
+                           kind == "exit", quantity, 100.0, None, reason="case")
+
+    assert risk.decide(intent(1, 1, "entry", 2_000.0)).approved
+    for sequence, quantity in ((2, 500.0), (3, 375.0), (4, 1_125.0)):
+        assert risk.decide(intent(sequence, -1, "exit", quantity)).quantity == quantity
+    fill_entry = Fill("CCC:f5", order_id_for("CCC", 1), "CCC", at(), 5, 1, 200.0, 100.0,
+                      100.0, 0.0, "taker", 0.0, 0.0, None)
+    risk.submit([fill_entry])
+    risk.apply_all()
+    assert risk.decide(intent(6, -1, "entry", 250.0)).approved
+    fill_short = Fill("CCC:f7", order_id_for("CCC", 6), "CCC", at(), 7, -1, 250.0, 100.0,
+                      100.0, 0.0, "taker", 0.0, 0.0, None)
+    risk.submit([fill_short])
+    risk.apply_all()
+    # filled: -50; pending: the long's 1,800 and 2,000 of sells. A buy exit of 62.5 can close
+    # the 50 short and the entry still working adds to the long side, not the short.
+    exit_decision = risk.decide(intent(8, 1, "exit", 62.5))
+    assert exit_decision.approved and exit_decision.quantity == pytest.approx(50.0)
