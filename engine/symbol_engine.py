@@ -31,11 +31,10 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.bar_learner import BarLearner
 from engine.bar_schedule import BarEvents, BarSchedule
 from engine.batches import BAR_FIELDS, FeatureBatch
 from engine.config import RunConfig
@@ -50,6 +49,9 @@ from engine.strategies.base import BarView, ClosePosition, GuardedStrategy, Move
 from engine.timeframes import parse_duration_ns
 from engine.types import PortfolioUpdate
 from engine.venue_orders import VenueOrders
+
+if TYPE_CHECKING:
+    from engine.bar_learner import BarLearner
 
 __all__ = ["RiskGateway", "StepResult", "SymbolEngine"]
 
@@ -102,7 +104,11 @@ class SymbolEngine:
         checked = (self._check_timeframe,) if self._position_checks else ()
         timeframes = tuple(dict.fromkeys((*self.strategy.timeframes, *checked)))
         self.bars = BarSchedule(timeframes, self.strategy.history_bars)
-        self.learner = BarLearner(config.learning) if config.learning is not None else None
+        self.learner: BarLearner | None = None
+        if config.learning is not None:  # River loads only when a run learns (~1 s of import)
+            from engine.bar_learner import BarLearner
+
+            self.learner = BarLearner(config.learning)
         self.totals: Counter[str] = Counter()
         self._cursor: _BatchCursor | None = None
         self._watermark = -(2**63)
