@@ -149,10 +149,16 @@ def bench_replay(
     }
     if learned is not None:
         learner_seconds = learned.timings["replay_s"]
+        import_s = river_import_seconds(LearningConfig(model=learner).model)
         report.update({
             "learner": LearningConfig(model=learner).model,
             "learner_trades_per_s": round(trades / learner_seconds),
             "learner_ratio": round(ats_seconds / learner_seconds, 4),
+            # River's one-time import in the symbol actor (paid once per process, ~1 s): what
+            # is left of the overhead without it is the learning itself
+            "learner_import_s": round(import_s, 3),
+            "learner_ratio_after_import": round(
+                ats_seconds / max(learner_seconds - import_s, 1e-9), 4),
         })
     if crossings != reference["crossings"]:
         raise AssertionError(
@@ -162,6 +168,19 @@ def bench_replay(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def river_import_seconds(model: str) -> float:
+    """How long a fresh Python takes to import what the learner `model` needs (median of 3)."""
+    import statistics
+    import subprocess
+    import sys
+
+    code = ("import time; t = time.perf_counter(); from online_ml.models import make_regressor; "
+            f"make_regressor({model!r}); print(time.perf_counter() - t)")
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(3)]
+    return statistics.median(runs)
 
 
 def default_bench_config() -> RunConfig:

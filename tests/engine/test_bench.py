@@ -53,3 +53,4 @@ def test_bench_replay_agrees_with_the_reference(tmp_path: Path, klines_csv: Path
                             "crossings", "reference_crossings", "peak_rss_mb", "ray_start_s",
                             "learner", "learner_trades_per_s", "learner_ratio"}
     assert written["learner"] == "linear" and written["learner_ratio"] > 0
+    assert 0 < written["learner_import_s"] < 30 and written["learner_ratio_after_import"] > 0
