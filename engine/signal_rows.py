@@ -61,7 +61,7 @@ class SignalLedger:
             "reason": signal.reason,
             "acted": False,
             "reference_price": reference_price,
-            "predicted_reward": None,
+            "predicted_reward": _number((signal.details or {}).get("predicted_return")),
             "actual_reward": None,
             "dex_price": None,
             "cex_price": reference_price,
@@ -70,7 +70,7 @@ class SignalLedger:
             "depth_bid_5pct": bar.get("depth_bid_5pct", math.nan),
             "depth_ask_5pct": bar.get("depth_ask_5pct", math.nan),
             "regime": None,
-            "data_latency_ms": None,
+            "data_latency_ms": _number(bar.get("data_latency_ms")),
             "execution_latency_ms": None,
             "estimated_slippage_bps": None,
             "actual_slippage_bps": None,
@@ -136,3 +136,10 @@ class SignalLedger:
         row["acted"] = acted
         row["details"] = details_json(entry.details) if entry.details else None
         return row
+
+
+def _number(value: object) -> float | None:
+    """A finite number for a nullable column, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

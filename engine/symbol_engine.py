@@ -256,6 +256,21 @@ class SymbolEngine:
                 continue
             return False
 
+    def _data_latency_ms(self, now: int) -> float | None:
+        """How late the last trade before `now` reached us (receive minus event time, ms), or
+        None when the data has no receive times (ts_recv = ts_event, e.g. public-data files).
+        Negative when the local clock is behind the venue's (the bundled capture's is, by
+        about 1.2 s): a measurement, kept as measured."""
+        cursor = self._cursor
+        if cursor is None:
+            return None
+        trades = cursor.batch.trades
+        index = int(np.searchsorted(trades.ts_event, now, "left")) - 1
+        if index < 0:
+            return None
+        received, happened = int(trades.ts_recv[index]), int(trades.ts_event[index])
+        return (received - happened) / 1e6 if received != happened else None
+
     @staticmethod
     def _bar_values(history: Mapping[str, np.ndarray], end: int) -> dict[str, float]:
         return {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
@@ -382,6 +397,9 @@ class SymbolEngine:
         signals = [action for action in actions if isinstance(action, Signal)]
         if signals:
             bar = self._bar_values(history, end)
+            latency = self._data_latency_ms(now)
+            if latency is not None:
+                bar["data_latency_ms"] = latency
             for signal in signals:
                 if prediction is not None:
                     signal = self._with_prediction(signal, prediction)

@@ -118,8 +118,11 @@ class LatencyCompensation(RiskRule):
         latency = proposal.feature("data_latency_ms")
         if predicted is None:
             return self.reject(_missing("predicted_reward"))
-        if latency is None or latency < 0:
+        if latency is None:
             return self.reject(_missing("data_latency_ms"))
+        if latency < 0:
+            return self.reject(f"data_latency_ms is {latency:.0f}: the local clock is behind "
+                               "the venue's, so latency cannot be judged (synchronise it)")
         needed = self.required(latency)
         if predicted < needed:
             return self.reject(f"predicted reward {predicted:.4%} below {needed:.4%}, the "

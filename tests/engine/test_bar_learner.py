@@ -64,3 +64,13 @@ def test_replays_with_learners_journal_the_same_and_the_gate_shows(tmp_path: Pat
     signals = read_table(first.journal_path, "signals")
     assert any("predicted_return" in str(row) for row in signals)
     assert any("learner_gate" in str(row) for row in signals)
+    import duckdb
+
+    with duckdb.connect(str(first.journal_path), read_only=True) as connection:
+        count, predicted, latency, smallest = connection.sql(
+            "select count(*), count(predicted_reward), count(data_latency_ms), "
+            "min(data_latency_ms) from signals").fetchall()[0]
+    # every signal carries the learner's prediction, and the capture's receive times give
+    # each one its data latency (negative: that machine's clock was ~1.2 s behind Binance's)
+    assert count > 50 and predicted == count and latency == count
+    assert -2_000 < smallest < 0

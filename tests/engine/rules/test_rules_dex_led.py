@@ -48,6 +48,8 @@ def test_latency_raises_the_bar() -> None:
     assert _verdict(rule, predicted_reward=0.01, data_latency_ms=1200)[0] == "approve"
     assert _verdict(rule, predicted_reward=0.0099, data_latency_ms=1200)[0] == "reject"
     assert "data_latency_ms is missing" in _verdict(rule, predicted_reward=0.02)[1]
+    skewed = _verdict(rule, predicted_reward=0.02, data_latency_ms=-1183.0)
+    assert skewed[0] == "reject" and "clock is behind" in skewed[1]
 
 
 def test_volatility_filter_spares_the_majors_and_fails_closed() -> None:
