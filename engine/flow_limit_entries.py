@@ -55,9 +55,7 @@ class LimitEntryFlow(FlowState):
                 self.counters["orders"] += 1
                 self.signals.rename_order(event.released, event.successor)
             elif not event.filled_any:
-                row = self.signals.resolve_order(event.released, f"limit_entry: {event.outcome}")
-                if row is not None:
-                    self.journal["signals"].append(row)
+                self._resolve_signal_of(event.released, f"limit_entry: {event.outcome}")
         self.journal["orders"].extend(self.matcher.drain_rows())
         return last_fill
 

@@ -55,9 +55,7 @@ class VenueFlow(FlowState):
             if update.final and update.unfilled and update.reserved:
                 self.updates.append(OrderReleased(self.symbol, ts_event, self.next_sequence(),
                                                   update.order_id, update.detail or "unfilled"))
-                row = self.signals.resolve_order(update.order_id, "order_rejected")
-                if row is not None:
-                    self.journal["signals"].append(row)
+                self._resolve_signal_of(update.order_id, "order_rejected")
         if updates and self.venue is not None:
             try:
                 more = self.venue.sync_stop(self.tracker.signed_quantity, self.tracker.stop_price,

@@ -156,9 +156,9 @@ class LimitEntries:
         tactic = entry.tactic
         ts = order.managed.history[-1].ts_event
         filled_any = order.filled > 0
+        released = order_id if order.filled < order.quantity * (1 - 1e-9) else None
         if entry.abandoned:
             del self.entries[order_id]
-            released = order_id if order.filled < order.quantity * (1 - 1e-9) else None
             return EntryEvent(ts, released=released,
                               outcome="cancelled for a protective exit", filled_any=filled_any)
         if order.managed.state.value != "filled":
@@ -171,7 +171,6 @@ class LimitEntries:
                 return EntryEvent(ts, context=entry.context, released=order_id,
                                   successor=fallback_id, filled_any=filled_any)
         del self.entries[order_id]
-        released = order_id if order.filled < order.quantity * (1 - 1e-9) else None
         return EntryEvent(ts, released=released, outcome=tactic.outcome or "filled",
                           filled_any=filled_any)
 

@@ -309,11 +309,15 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
                     self.symbol, int(batch.trades.ts_event[index]), self.next_sequence(),
                     order_id, "rejected" if fill is None else "remainder cancelled"))
         if fill is None:  # rejected (no finite price: fail closed) or the rest was cancelled
-            row = self.signals.resolve_order(order_id, "order_rejected")
-            if row is not None:
-                self.journal["signals"].append(row)
+            self._resolve_signal_of(order_id, "order_rejected")
             return
         self._apply_fill(fill, context)
+
+    def _resolve_signal_of(self, order_id: str, note: str) -> None:
+        """Journal the signal still waiting on `order_id` (none if a fill already did)."""
+        row = self.signals.resolve_order(order_id, note)
+        if row is not None:
+            self.journal["signals"].append(row)
 
     def _apply_fill(self, fill: Fill, context: OrderContext) -> None:
         """A fill (paper or venue) into the position, risk's updates, the journal, its signal."""

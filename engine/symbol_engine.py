@@ -371,10 +371,12 @@ class SymbolEngine:
             return
         primary = timeframe == self.strategy.primary_timeframe
         prediction: float | None = None
+        bar: dict[str, float] | None = None
         if primary:
             flow.tracker.observe_close(close)
             if self.learner is not None:
-                prediction = self.learner.on_bar(now, self._bar_values(history, end))
+                bar = self._bar_values(history, end)
+                prediction = self.learner.on_bar(now, bar)
                 flow.counters["predictions"] += 1
         view = BarView(timeframe, history, end, now)
         position = flow.tracker.view(flow.pending_quantity())
@@ -396,7 +398,7 @@ class SymbolEngine:
             flow.queue_exit(now, close, quantity, closing.reason, None)
         signals = [action for action in actions if isinstance(action, Signal)]
         if signals:
-            bar = self._bar_values(history, end)
+            bar = bar if bar is not None else self._bar_values(history, end)
             latency = self._data_latency_ms(now)
             if latency is not None:
                 bar["data_latency_ms"] = latency

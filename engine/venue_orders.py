@@ -66,6 +66,7 @@ class _WorkingOrder:
     context: OrderContext
     reduce_only: bool
     requested: float  # what risk approved; the venue may round `quantity` down to its step
+    reserved: bool = True  # risk reserved it (not the venue stop, not a position settlement)
     filled: float = 0.0
     value: float = 0.0  # filled quantity times average price so far
     fees: float = 0.0
@@ -164,7 +165,8 @@ class VenueOrders:
                 raise
             context = OrderContext("exit", "venue_stop")
             self.stop = _WorkingOrder(report.client_order_id, order_id, side, report.quantity,
-                                      stop_price, ts_event, context, True, abs(position))
+                                      stop_price, ts_event, context, True, abs(position),
+                                      reserved=False)
             return self._absorb(self.stop, report, ts_event, math.nan, next_sequence)
         return []
 
@@ -209,7 +211,8 @@ class VenueOrders:
         order = _WorkingOrder(f"venue-position-{self._settlements}",
                               f"{self.symbol}:vp{next_sequence()}", 1 if difference > 0 else -1,
                               abs(difference), price, ts_event,
-                              OrderContext("exit", "venue_position"), False, abs(difference))
+                              OrderContext("exit", "venue_position"), False, abs(difference),
+                              reserved=False)
         report = VenueReport(order.client_order_id, order.order_id, "filled", order.quantity,
                              order.quantity, price, 0.0, True, "venue position")
         return self._absorb(order, report, ts_event, math.nan, next_sequence)
@@ -217,7 +220,7 @@ class VenueOrders:
     def _absorb(self, order: _WorkingOrder, report: VenueReport, ts_event: int,
                 latency_ms: float, next_sequence: Callable[[], int]) -> list[VenueUpdate]:
         fill = self._fill_since_last(order, report, ts_event, latency_ms, next_sequence)
-        reserved = order is not self.stop and not order.client_order_id.startswith("venue-")
+        reserved = order.reserved
         if order is self.stop and report.final and order.filled == 0 and (
                 "triggered" in report.detail):
             self._triggered_at = order.reference_price  # it became a venue market order
