@@ -30,12 +30,15 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from storage.importers.session import DeadLetterLog
 
 FORMAT = "ats-dex-tape"
 VERSION = 1
@@ -113,7 +116,7 @@ class DexTape:
 
 
 def write_dex_tape(out: Path, pool: DexPool, swaps: pa.Table, liquidity: pa.Table,
-                   meta: dict[str, Any], dead_letters_csv: Path) -> Path:
+                   meta: dict[str, Any], dead_letters: DeadLetterLog) -> Path:
     """Write the tape atomically (temporary sibling, then rename); refuses an existing target."""
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose another --out")
@@ -123,7 +126,7 @@ def write_dex_tape(out: Path, pool: DexPool, swaps: pa.Table, liquidity: pa.Tabl
     try:
         pq.write_table(swaps.cast(SWAP_SCHEMA), temp / "swaps.parquet")
         pq.write_table(liquidity.cast(LIQUIDITY_SCHEMA), temp / "liquidity.parquet")
-        shutil.copyfile(dead_letters_csv, temp / "dead_letters.csv")
+        dead_letters.publish(temp / "dead_letters.csv")
         document = {"format": FORMAT, "version": VERSION, "pool": pool.model_dump(), **meta}
         (temp / "dex.json").write_text(json.dumps(document, indent=2, sort_keys=True))
         for name in ("swaps.parquet", "liquidity.parquet", "dex.json", "dead_letters.csv"):

@@ -24,17 +24,18 @@ import ast
 import csv
 import gzip
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from engine.batches import DeadLetter
 from storage.dex_tape import LIQUIDITY_SCHEMA, SWAP_SCHEMA, DexPool, write_dex_tape
 from storage.importers.csv_blocks import ImportFormatError
+from storage.importers.session import DeadLetterLog
 
 SWAP_TOPIC = "0xc42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"
 MINT_TOPIC = "0x7a53080ba414158be7ec69b987b5fb7d07dee101fe85488f0853ae16239d0bde"
@@ -91,19 +92,6 @@ class UniswapImportResult:
                 "dead_letter_count": self.dead_letter_count,
                 "dead_letter_reasons": self.dead_letter_reasons,
                 "first_ts": self.first_ts, "last_ts": self.last_ts}
-
-
-@dataclass
-class _DeadLetters:
-    writer: Any
-    count: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def add(self, file: Path, line: int, reason: str, detail: str, payload: str) -> None:
-        self.count += 1
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        self.writer.writerow([file.name, line, "uniswap_v3_import", reason, detail, "",
-                              payload[:2000]])
 
 
 # ------------------------------------------------------------------ reading
@@ -274,22 +262,23 @@ def import_uniswap_v3(paths: Sequence[str | Path], out: str | Path,
     if not paths:
         raise ImportFormatError("no input files")
     target = Path(out)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; choose another --out")
     events: list[_Event] = []
-    with tempfile.TemporaryDirectory() as scratch:
-        letters_path = Path(scratch) / "dead_letters.csv"
-        with letters_path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "line", "stage", "reason", "detail", "symbol", "payload"])
-            letters = _DeadLetters(writer)
-            for source in map(Path, paths):
-                for line, row in _rows(source):
-                    decode = _raw_event if row.pop("__kind__") == "raw" else _decoded_event
-                    try:
-                        events.append(decode(row))
-                    except (_SkipRowError, KeyError, ValueError) as error:
-                        reason = error.reason if isinstance(error, _SkipRowError) else "bad_row"
-                        letters.add(source, line, reason, f"{source.name}:{line}: {error}",
-                                    ",".join(str(value) for value in row.values()))
+    letters = DeadLetterLog(target)
+    try:
+        for source in map(Path, paths):
+            for line, row in _rows(source):
+                decode = _raw_event if row.pop("__kind__") == "raw" else _decoded_event
+                try:
+                    events.append(decode(row))
+                except (_SkipRowError, KeyError, ValueError) as error:
+                    reason = error.reason if isinstance(error, _SkipRowError) else "bad_row"
+                    where = f"{source.name}:{line}"
+                    payload = ",".join(str(value) for value in row.values())
+                    letters.add(source.name, line, DeadLetter(
+                        "uniswap_v3_import", reason, f"{where}: {error}", where,
+                        payload=payload[:2000]))
         swaps, liquidity = _tables(events, pool)
         times = [event.ts_event for event in events]
         result = UniswapImportResult(
@@ -299,5 +288,8 @@ def import_uniswap_v3(paths: Sequence[str | Path], out: str | Path,
                 "first_ts": result.first_ts, "last_ts": result.last_ts,
                 "dead_letters": result.dead_letter_count,
                 "dead_letter_reasons": result.dead_letter_reasons}
-        write_dex_tape(target, pool, swaps, liquidity, meta, letters_path)
+        write_dex_tape(target, pool, swaps, liquidity, meta, letters)
+    except BaseException:
+        letters.discard()
+        raise
     return result
