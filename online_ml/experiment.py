@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from online_ml.learner import DelayedLearner
+from online_ml.learner import DelayedLearner, LearnedSample, predict_progressively
 from online_ml.maintenance import DriftMonitor
 from online_ml.models import make_regressor, resolve_name
 
@@ -50,21 +50,15 @@ def run_model(samples: Sequence[Sample], model: str, seed: int = 7,
     monitor = DriftMonitor(name, delta=drift_delta)
     drifts: list[int] = []
 
-    def learn_until(now: int) -> None:
-        for learned in learner.advance(now):
-            alert = monitor.observe(learned)
-            if alert is not None:
-                drifts.append(alert.ts_event)
+    def watch(learned: LearnedSample) -> None:
+        alert = monitor.observe(learned)
+        if alert is not None:
+            drifts.append(alert.ts_event)
 
-    predictions = np.empty(len(samples))
-    for position, (ts, _ready, features, target) in enumerate(samples):
-        learn_until(ts)
-        sample_id = str(position)
-        predictions[position] = learner.predict(sample_id, ts, features)
-        learner.label(sample_id, target)
-    learn_until(2**62)
-    return ModelRun(name, np.asarray([sample[0] for sample in samples], np.int64), predictions,
-                    np.asarray([sample[3] for sample in samples]), tuple(drifts))
+    predictions = predict_progressively(learner, samples, watch, flush=True)
+    return ModelRun(name, np.asarray([sample[0] for sample in samples], np.int64),
+                    np.asarray(predictions), np.asarray([sample[3] for sample in samples]),
+                    tuple(drifts))
 
 
 def summarize(run: ModelRun, candidate_threshold: float) -> dict[str, float | int | str]:

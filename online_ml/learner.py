@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,3 +133,28 @@ def _checked(sample_id: str, features: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"sample {sample_id!r}: feature {name!r} is {value!r}, not finite")
         copied[str(name)] = number
     return copied
+
+
+def predict_progressively(
+        learner: DelayedLearner,
+        samples: Sequence[tuple[int, int, Mapping[str, float], float]],
+        on_learned: Callable[[LearnedSample], None] | None = None,
+        flush: bool = False) -> list[float]:
+    """Walk `(ts, ready_ts, features, target)` samples in order: at each sample's time, learn the
+    labels ready by then, predict the sample, then hand over its label (learned once its horizon
+    has passed). Returns the predictions; with `flush`, the labels still pending at the end are
+    learned too. `on_learned` sees every sample as it is learned."""
+    def learn_until(now: int) -> None:
+        for learned in learner.advance(now):
+            if on_learned is not None:
+                on_learned(learned)
+
+    predictions = []
+    for position, (ts, _ready, features, target) in enumerate(samples):
+        learn_until(ts)
+        sample_id = str(position)
+        predictions.append(learner.predict(sample_id, ts, features))
+        learner.label(sample_id, target)
+    if flush:
+        learn_until(2**62)
+    return predictions

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from river import drift
 
-from online_ml.learner import DelayedLearner, LearnedSample
+from online_ml.learner import DelayedLearner, LearnedSample, predict_progressively
 from online_ml.models import make_regressor, resolve_name
 
 Sample = tuple[int, int, dict[str, float], float]
@@ -114,14 +114,11 @@ def retrain(current: Any, current_predictions: Mapping[int, float], samples: Seq
     for _ts, _ready, features, target in train:
         fresh.learn_one(dict(features), target)
     horizon = scored[0][1] - scored[0][0]
-    learner = DelayedLearner(fresh, horizon_ns=horizon)
-    errors_fresh, errors_current = [], []
-    for position, (ts, _ready, features, target) in enumerate(scored):
-        learner.advance(ts)
-        errors_fresh.append(abs(target - learner.predict(str(position), ts, features)))
-        learner.label(str(position), target)
-        errors_current.append(abs(target - current_predictions[ts]))
-    fresh_mae, current_mae = float(np.mean(errors_fresh)), float(np.mean(errors_current))
+    predictions = predict_progressively(DelayedLearner(fresh, horizon_ns=horizon), scored)
+    targets = np.asarray([target for _, _, _, target in scored])
+    fresh_mae = float(np.mean(np.abs(targets - np.asarray(predictions))))
+    current_mae = float(np.mean(np.abs(
+        targets - np.asarray([current_predictions[ts] for ts, _, _, _ in scored]))))
     swapped = fresh_mae < current_mae * (1 - min_improvement)
     return RetrainDecision(swapped, current_mae, fresh_mae, len(train), len(scored),
                            fresh if swapped else current)
