@@ -303,8 +303,7 @@ class SymbolEngine:
             until = int(trades.ts_event[-1]) + 1 if len(trades) else cursor.entries_until
         deadline = entries.deadline()
         due = deadline is not None and deadline < until
-        if due:
-            assert deadline is not None
+        if deadline is not None and due:
             until = deadline
         if until > cursor.entries_until:
             last_fill = flow.advance_limit_entries(cursor.batch, until)
@@ -312,9 +311,8 @@ class SymbolEngine:
             if last_fill is not None:  # levels set by the entry count from the next trade on
                 index = int(np.searchsorted(trades.ts_event, last_fill, "left"))
                 cursor.trigger_from = max(cursor.trigger_from, min(index + 1, limit))
-        if due:
-            assert deadline is not None
-            flow.limit_entry_time(cursor.batch, deadline)
+        if due:  # `until` is the deadline
+            flow.limit_entry_time(cursor.batch, until)
             return True
         return False
 
