@@ -19,6 +19,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
+from dataflows.dex_join import DexChunk, join_dex
 from dataflows.sinks import SUPERVISOR_PARTITION, SupervisorSink
 from dataflows.steps import (
     StagedChunk,
@@ -83,7 +84,11 @@ def build_flow(
     indicators: tuple[IndicatorSpec, ...],
     depth_levels: int = 20,
     name: str = "ats_features",
+    dex_source: Source[DexChunk] | None = None,
+    dex_symbols: frozenset[str] = frozenset(),
 ) -> Dataflow:
+    """The flow of the module docs; with `dex_source`, the pairs of `dex_symbols` also get their
+    pool's DEX features as bar columns (`dataflows.dex_join`)."""
     flow = Dataflow(name)
     chunks = op.input("read_market_data", flow, source)
     keyed = op.key_on("key_by_symbol", chunks, lambda chunk: chunk.symbol)
@@ -98,6 +103,14 @@ def build_flow(
     features = op.stateful_map(
         "compute_indicators", folded, partial(compute_indicators, specs=indicators)
     )
+    if dex_source is not None:
+        dex_chunks = op.input("read_dex_tape", flow, dex_source)
+        dex_keyed = op.key_on("key_dex_by_cex_symbol", dex_chunks, lambda chunk: chunk.symbol)
+        joined = op.stateful_map(
+            "join_dex", op.merge("cex_and_dex", features, dex_keyed),
+            partial(join_dex, dex_symbols=dex_symbols),
+        )
+        features = op.flat_map_value("release_joined", joined, lambda batches: batches)
 
     def to_supervisor_features(item: tuple[str, FeatureBatch]) -> tuple[str, Any]:
         return SUPERVISOR_PARTITION, ("features", item[1])

@@ -80,6 +80,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_from_dex(args: argparse.Namespace) -> int:
+    from engine.dex.derived_tape import cex_tape_from_dex
+
+    summary = cex_tape_from_dex(Path(args.dex_tape), Path(args.out), args.symbol)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def _cmd_import_capture(args: argparse.Namespace) -> int:
     from storage.tape import capture_to_tape
 
@@ -256,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     from_bars.add_argument("--seed", type=int, default=0)
     from_bars.add_argument("--symbol", default="BTCUSDT")
     from_bars.set_defaults(handler=_cmd_synth)
+    from_dex = synth.add_parser(
+        "from-dex", help="a CEX trade tape derived from a DEX tape's swaps (marked derived)")
+    from_dex.add_argument("--dex-tape", required=True, metavar="DIR",
+                          help="a DEX tape (ats import uniswap-v3)")
+    from_dex.add_argument("--out", required=True, metavar="TAPE")
+    from_dex.add_argument("--symbol", required=True, help="the CEX pair, e.g. ETHUSDT")
+    from_dex.set_defaults(handler=_cmd_synth_from_dex)
 
     importer = commands.add_parser("import", help="import data into tapes").add_subparsers(
         dest="import_command", required=True

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.dex.signals import PhaseAConfig
 from engine.execution.config import LiveTradingConfig
 from engine.rules.profile import RiskProfile, load_profile
 from engine.timeframes import DEFAULT_TIMEFRAMES, TIMEFRAMES, parse_duration_ns
@@ -29,6 +30,12 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _positive_duration(value: str) -> str:
+    if parse_duration_ns(value) <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return value
 
 
 def _check_timeframe(value: str) -> str:
@@ -95,7 +102,58 @@ class MomentumBreakoutConfig(_Frozen):
         return parse_duration_ns(self.max_holding)
 
 
-StrategyConfig = Annotated[EmaCrossConfig | MomentumBreakoutConfig, Field(discriminator="kind")]
+class DexLedConfig(_Frozen):
+    """DEX-led CEX entries, Phase A (`engine.strategies.dex_led`): the pool's order flow, read
+    from the `dex_*` bar columns the DEX join adds, signals entries on the CEX pair it leads.
+    Phase B is the run's `learning` (target reward_score), which scores every signal."""
+
+    kind: Literal["dex_led"] = "dex_led"
+    timeframe: str = Field("1s", description="bars at whose close the detectors are evaluated")
+    phase_a: PhaseAConfig = Field(default_factory=PhaseAConfig)
+    notional: float = Field(10_000.0, gt=0, description="quote value of an entry: the size its "
+                            "slippage is estimated for")
+    stop_pct: float = Field(0.01, gt=0, lt=1, description="protective stop from the entry")
+    max_holding: str = Field("20m", description="time exit: the label horizon T by default")
+    rearm_after: str = Field("30s", description="at most one signal per this span: a burst of "
+                             "order flow is one signal, not one per bar")
+
+    _tf = field_validator("timeframe")(_check_timeframe)
+
+    _duration = field_validator("max_holding", "rearm_after")(_positive_duration)
+
+
+StrategyConfig = Annotated[EmaCrossConfig | MomentumBreakoutConfig | DexLedConfig,
+                           Field(discriminator="kind")]
+
+
+class DexPoolFeed(_Frozen):
+    """One DEX pool and the CEX pair it leads."""
+
+    tape: str = Field(description="a DEX tape directory (ats import uniswap-v3); relative paths "
+                      "are from the working directory")
+    cex_symbol: str = Field(min_length=1, description="the CEX pair, e.g. ETHUSDT")
+
+
+class DexFeedConfig(_Frozen):
+    """DEX streams joined to the CEX pairs they lead (`dataflows.dex_join`); replay only."""
+
+    pools: tuple[DexPoolFeed, ...] = Field(min_length=1)
+    chunk: str = Field("1h", description="event time per DEX slice the source emits")
+
+    @field_validator("pools")
+    @classmethod
+    def _one_pool_per_pair(cls, value: tuple[DexPoolFeed, ...]) -> tuple[DexPoolFeed, ...]:
+        symbols = [pool.cex_symbol for pool in value]
+        repeated = sorted({symbol for symbol in symbols if symbols.count(symbol) > 1})
+        if repeated:
+            raise ValueError(f"one pool per CEX pair; {repeated} have several")
+        return value
+
+    _chunk = field_validator("chunk")(_positive_duration)
+
+    def tapes(self) -> dict[str, Path]:
+        """CEX symbol -> DEX tape."""
+        return {pool.cex_symbol: Path(pool.tape) for pool in self.pools}
 
 
 class RiskConfig(_Frozen):
@@ -131,17 +189,17 @@ class RiskConfig(_Frozen):
     volume_window: str = Field(
         "24h", description="the quote volume an order's share is taken of (volume_cap)")
 
-    @field_validator("spread_window", "volume_window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        if parse_duration_ns(value) <= 0:
-            raise ValueError(f"must be a positive duration, got {value!r}")
-        return value
+    _window = field_validator("spread_window", "volume_window")(_positive_duration)
 
     def market_context_needed(self) -> bool:
         """Whether a rule of the profile reads the engine's market facts."""
         names = {rule.rule for rule in self.profile.rules} if self.profile is not None else set()
         return bool(names & {"spread_filter", "volume_cap"})
+
+    def slippage_estimate_needed(self) -> bool:
+        """Whether a rule of the profile weighs an entry's estimated slippage."""
+        names = {rule.rule for rule in self.profile.rules} if self.profile is not None else set()
+        return "profit_after_slippage" in names
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -358,6 +416,16 @@ class LearningConfig(_Frozen):
     horizon: str = Field("5m", description="the label's forward window")
     min_prediction: float | None = Field(
         None, description="gate: act on a signal only if direction x prediction >= this")
+    target: Literal["forward_return", "reward_score"] = Field(
+        "forward_return", description="forward_return: every primary bar's forward log return "
+        "(engine.bar_learner); reward_score: every signal's reward score, the DEX-led plan's "
+        "label (engine.signal_learner)")
+    decay_per_minute: float = Field(0.05, ge=0, description="reward_score: k of exp(-k t)")
+    phase_b_after: int | None = Field(
+        None, ge=1, description="reward_score: after this many labelled signals only "
+        "candidates act (Phase B); None: Phase A throughout")
+    candidate_threshold: float = Field(
+        0.005, description="reward_score, Phase B: a signal acts if its prediction reaches this")
 
     @field_validator("model")
     @classmethod
@@ -366,12 +434,7 @@ class LearningConfig(_Frozen):
 
         return resolve_name(value)
 
-    @field_validator("horizon")
-    @classmethod
-    def _horizon(cls, value: str) -> str:
-        if parse_duration_ns(value) <= 0:
-            raise ValueError(f"must be a positive duration, got {value!r}")
-        return value
+    _horizon = field_validator("horizon")(_positive_duration)
 
 
 class RunConfig(_Frozen):
@@ -389,6 +452,8 @@ class RunConfig(_Frozen):
     entry: EntryConfig = Field(default_factory=EntryConfig)
     learning: LearningConfig | None = Field(
         None, description="an online learner per symbol inside its actor; None: none")
+    dex: DexFeedConfig | None = Field(
+        None, description="DEX pools joined to the CEX pairs they lead; None: no DEX data")
     execution: LiveTradingConfig | None = Field(
         None, description="live orders on a venue for `ats live --execute`; None: paper only"
     )
@@ -424,6 +489,9 @@ class RunConfig(_Frozen):
                 f"strategy {self.strategy.kind} needs timeframes {missing}, which `timeframes` "
                 f"({', '.join(self.timeframes)}) does not compute"
             )
+        if isinstance(self.strategy, DexLedConfig) and self.dex is None:
+            raise ValueError("strategy dex_led reads the DEX pool of each pair: add `dex.pools` "
+                             "(a DEX tape and the CEX pair it leads)")
         return self
 
 

@@ -25,8 +25,8 @@ class LimitEntryFlow(FlowState):
             self.updates.append(OrderReleased(self.symbol, intent.ts_event, self.next_sequence(),
                                               intent.order_id, f"limit entry not sent: {why}"))
             if signal_id is not None:
-                row = self.signals.resolve(signal_id, False, f"limit_entry: {why}")
-                self.journal["signals"].append(row)
+                self.journal_signal(
+                    self.signals.resolve(signal_id, False, f"limit_entry: {why}"))
             return
         self.counters["orders"] += 1
         self.journal["orders"].extend(self.matcher.drain_rows())

@@ -148,12 +148,16 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
         intent = self._intent(ts_event, side, POSITION_CHECK, None, price, reason="check")
         self.queue.append(QueuedIntent(intent, OrderContext(POSITION_CHECK, "check")))
 
+    def new_signal_id(self) -> str:
+        return f"{self.symbol}:s{self.next_sequence()}"
+
     def on_signal(
-        self, signal: Signal, timeframe: str, now: int, close: float, bar: dict[str, float]
+        self, signal: Signal, timeframe: str, now: int, close: float, bar: dict[str, float],
+        signal_id: str | None = None, regime: str | None = None,
     ) -> None:
         """Journal a signal and queue the intents it asks for (none if it cannot act)."""
-        signal_id = f"{self.symbol}:s{self.next_sequence()}"
-        self.signals.open(signal_id, signal, timeframe, now, close, bar)
+        signal_id = signal_id or self.new_signal_id()
+        self.signals.open(signal_id, signal, timeframe, now, close, bar, regime)
         self.counters["signals"] += 1
         direction = int(signal.direction)
         projected = self.tracker.signed_quantity + self.pending_quantity()
@@ -166,7 +170,7 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
         elif projected * direction < 0 and not signal.reverse:
             blocked = "position_open"
         if blocked:
-            self.journal["signals"].append(self.signals.resolve(signal_id, False, blocked))
+            self.journal_signal(self.signals.resolve(signal_id, False, blocked))
             return
         exits = signal.exits
         stop_price = None
@@ -248,8 +252,8 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
         if not approved:
             self.counters["rejected_intents"] += 1
             if signal_id is not None:
-                row = self.signals.resolve(signal_id, False, f"risk:{decision.rule}")
-                self.journal["signals"].append(row)
+                self.journal_signal(
+                    self.signals.resolve(signal_id, False, f"risk:{decision.rule}"))
             return
         self.counters["approved_intents"] += 1
         if self.venue is not None:
@@ -315,7 +319,10 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
 
     def _resolve_signal_of(self, order_id: str, note: str) -> None:
         """Journal the signal still waiting on `order_id` (none if a fill already did)."""
-        row = self.signals.resolve_order(order_id, note)
+        self.journal_signal(self.signals.resolve_order(order_id, note))
+
+    def journal_signal(self, row: dict[str, Any] | None) -> None:
+        """Journal a finished signal row (None: it still waits for its outcome or label)."""
         if row is not None:
             self.journal["signals"].append(row)
 
@@ -328,9 +335,7 @@ class OrderFlow(LimitEntryFlow, VenueFlow):
         self.journal["fills"].append(fill_row(fill))
         self.journal["trades"].extend(trade_rows)
         self.counters["round_trips"] += len(trade_rows)
-        row = self.signals.on_fill(fill)
-        if row is not None:
-            self.journal["signals"].append(row)
+        self.journal_signal(self.signals.on_fill(fill))
 
     # ------------------------------------------------------------------ marks
 

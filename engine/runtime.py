@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.config import RunConfig, config_hash_text, load_config
 from engine.metrics import RunMetrics
+from engine.timeframes import parse_duration_ns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CAPTURES = (
@@ -241,6 +242,7 @@ class _Pipeline:
             timeframes=self.config.timeframes,
             indicators=tuple(SymbolEngine.required_indicators(self.config)),
             depth_levels=self.config.replay.depth_levels,
+            **self._dex_inputs(),
         )
         try:
             supervisor.wait_ready()
@@ -254,6 +256,18 @@ class _Pipeline:
         self.step_calls = supervisor.step_calls
         self.pauses = supervisor.pauses
         return closing
+
+    def _dex_inputs(self) -> dict[str, Any]:
+        """The DEX source and the pairs it joins, when the config maps pools (replay only)."""
+        dex = self.config.dex
+        if dex is None:
+            return {}
+        if self.mode != "replay":
+            raise ValueError("`dex` pools are joined in replay only: no live DEX feed exists yet")
+        from dataflows.dex_join import DexTapeSource
+
+        return {"dex_source": DexTapeSource(dex.tapes(), parse_duration_ns(dex.chunk)),
+                "dex_symbols": frozenset(dex.tapes())}
 
     def finish(self, closing: dict[str, Any], started_at: datetime, events: int, workers: int,
                input_display: str, input_hash: str) -> RunResult:

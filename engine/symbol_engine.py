@@ -44,14 +44,17 @@ from engine.indicator_spec import IndicatorSpec
 from engine.market_context import MarketContext
 from engine.order_flow import OrderFlow, RiskGateway
 from engine.position_tracker import PositionTracker
+from engine.signal_features import DEX_PREFIX, signal_features
 from engine.strategies import make_strategy
 from engine.strategies.base import BarView, ClosePosition, GuardedStrategy, MoveStop, Signal
 from engine.timeframes import parse_duration_ns
 from engine.types import PortfolioUpdate
 from engine.venue_orders import VenueOrders
+from online_ml.regime import MinuteRegime
 
 if TYPE_CHECKING:
     from engine.bar_learner import BarLearner
+    from engine.signal_learner import SignalLearner
 
 __all__ = ["RiskGateway", "StepResult", "SymbolEngine"]
 
@@ -92,6 +95,10 @@ class SymbolEngine:
                 f"strategy {self.strategy.name} needs timeframes {missing} that the run does not "
                 f"compute; add them to `timeframes` (has {list(config.timeframes)})"
             )
+        if config.strategy.kind == "dex_led" and symbol not in (
+                config.dex.tapes() if config.dex is not None else {}):
+            raise ValueError(f"strategy dex_led on {symbol}: no DEX pool leads it; map one in "
+                             "`dex.pools` (cex_symbol)")
         market = (MarketContext(parse_duration_ns(config.risk.spread_window),
                                 parse_duration_ns(config.risk.volume_window))
                   if config.risk.market_context_needed() else None)
@@ -105,10 +112,19 @@ class SymbolEngine:
         timeframes = tuple(dict.fromkeys((*self.strategy.timeframes, *checked)))
         self.bars = BarSchedule(timeframes, self.strategy.history_bars)
         self.learner: BarLearner | None = None
-        if config.learning is not None:  # River loads only when a run learns (~1 s of import)
+        self.signal_learner: SignalLearner | None = None
+        # River loads only when a run learns (~1 s of import)
+        if config.learning is not None and config.learning.target == "reward_score":
+            from engine.signal_learner import SignalLearner
+
+            self.signal_learner = SignalLearner(config.learning)
+            self.flow.signals.labelled = True
+        elif config.learning is not None:
             from engine.bar_learner import BarLearner
 
             self.learner = BarLearner(config.learning)
+        self.regime = MinuteRegime()  # journaled with every signal
+        self._estimate_slippage = config.risk.slippage_estimate_needed()
         self.totals: Counter[str] = Counter()
         self._cursor: _BatchCursor | None = None
         self._watermark = -(2**63)
@@ -273,19 +289,58 @@ class SymbolEngine:
 
     @staticmethod
     def _bar_values(history: Mapping[str, np.ndarray], end: int) -> dict[str, float]:
-        return {name: float(history[name][end - 1]) for name in BAR_FIELDS if name in history}
+        """The bar's fields and its DEX features (`dex_*`, when the pair has a pool)."""
+        return {name: float(values[end - 1]) for name, values in history.items()
+                if name in BAR_FIELDS or name.startswith(DEX_PREFIX)}
+
+    def _scored(self, signal: Signal, signal_id: str, now: int, close: float,
+                bar: Mapping[str, float]) -> Signal:
+        """The signal with its predicted reward and phase; in Phase B, not acted on unless a
+        candidate (journaled with the reason)."""
+        learner = self.signal_learner
+        assert learner is not None
+        details = dict(signal.details or {})
+        features = signal_features(int(signal.direction), bar, details)
+        prediction = learner.predict(signal_id, now, int(signal.direction), close, features)
+        self.flow.counters["predictions"] += 1
+        phase = learner.phase
+        details.update(predicted_reward=prediction, phase=phase)
+        if signal.act and not learner.acts(prediction):
+            return self._gated(signal, details, f"phase B: predicted reward {prediction:.4%} "
+                               f"< {learner.config.candidate_threshold:.4%}")
+        return replace(signal, details=details)
+
+    def _gated(self, signal: Signal, details: dict[str, object], why: str) -> Signal:
+        """The signal journaled but not acted on, because a learner refused it."""
+        self.flow.counters["learner_gated"] += 1
+        return replace(signal, act=False, details={**details, "learner_gated": 1.0},
+                       reason=f"{signal.reason}; {why}")
+
+    def _with_slippage_estimate(self, signal: Signal, now: int) -> Signal:
+        """When a rule weighs it, a sized entry carries the slippage the paper model expects for
+        its size, as a fraction (`estimated_slippage`: the book walk when the data has depth,
+        else quotes, else the modelled spread and impact), to set against the predicted edge."""
+        cursor = self._cursor
+        details = signal.details or {}
+        if (cursor is None or not signal.act or signal.quantity is None
+                or "estimated_slippage" in details or not self._estimate_slippage):
+            return signal
+        batch = cursor.batch
+        estimate = self.flow.matcher.estimate_slippage_bps(
+            int(signal.direction), signal.quantity, now, batch.trades, batch.quotes, batch.depth)
+        if not math.isfinite(estimate):
+            return signal
+        return replace(signal, details={**details, "estimated_slippage": max(0.0, estimate) / 1e4})
 
     def _with_prediction(self, signal: Signal, prediction: float) -> Signal:
         """The signal with the learner's prediction in its details; not acted on when the
         learner's gate refuses it (journaled with the reason)."""
         assert self.learner is not None
-        details = {**(signal.details or {}), "predicted_return": prediction}
+        details: dict[str, object] = {**(signal.details or {}), "predicted_return": prediction}
         if signal.act and not self.learner.gate(int(signal.direction), prediction):
             minimum = self.learner.config.min_prediction
-            self.flow.counters["learner_gated"] += 1
-            return replace(signal, act=False, details={**details, "learner_gated": 1.0},
-                           reason=f"{signal.reason}; learner: predicted {prediction:.3g} "
-                                  f"< {minimum:g} in its direction")
+            return self._gated(signal, details, f"learner: predicted {prediction:.3g} "
+                               f"< {minimum:g} in its direction")
         return replace(signal, details=details)
 
     def _advance_limit_entries(self, cursor: _BatchCursor, limit: int) -> bool:
@@ -372,6 +427,11 @@ class SymbolEngine:
         bar: dict[str, float] | None = None
         if primary:
             flow.tracker.observe_close(close)
+            self.regime.update(now, close)
+            if self.signal_learner is not None:
+                for signal_id, reward, why in self.signal_learner.on_bar(
+                        now, float(history["high"][end - 1]), float(history["low"][end - 1])):
+                    flow.journal_signal(flow.signals.label(signal_id, reward, why))
             if self.learner is not None:
                 bar = self._bar_values(history, end)
                 prediction = self.learner.on_bar(now, bar)
@@ -401,9 +461,13 @@ class SymbolEngine:
             if latency is not None:
                 bar["data_latency_ms"] = latency
             for signal in signals:
+                signal_id = flow.new_signal_id()
                 if prediction is not None:
                     signal = self._with_prediction(signal, prediction)
-                flow.on_signal(signal, timeframe, now, close, bar)
+                if self.signal_learner is not None:
+                    signal = self._scored(signal, signal_id, now, close, bar)
+                signal = self._with_slippage_estimate(signal, now)
+                flow.on_signal(signal, timeframe, now, close, bar, signal_id, self.regime.regime)
         checks = self._position_checks and timeframe == self._check_timeframe
         if checks and flow.tracker.signed_quantity != 0:
             flow.queue_position_check(now, close)  # after the strategy's own exits and signals

@@ -124,3 +124,37 @@ class RegimeDetector:
         if error > 0 and abs(self._trend.mean) >= config.trend_t * error:
             return "trending_up" if self._trend.mean > 0 else "trending_down"
         return "ranging"
+
+
+class MinuteRegime:
+    """The regime of 1-minute closes, fed by bars of any shorter or equal timeframe.
+
+    `update(ts_close, close)` takes each closed bar; a minute's close (its last bar's close) is
+    folded into the detector once a bar of a later minute arrives, so the answer is always the
+    regime after the last minute that had ended: never a minute still in progress.
+
+    >>> regime = MinuteRegime()
+    >>> for second in range(0, 600, 10):  # ten minutes of 10-second bars
+    ...     _ = regime.update((second + 10) * 1_000_000_000, 100.0 + second / 100)
+    >>> regime.detector.bars  # nine minutes ended; the first only seeds the returns
+    8
+    """
+
+    def __init__(self, config: RegimeConfig | None = None) -> None:
+        self.detector = RegimeDetector(config)
+        self._minute: int | None = None
+        self._close = math.nan
+
+    def update(self, ts_close: int, close: float) -> str:
+        minute = (ts_close - 1) // 60_000_000_000  # a bar closing at :00 ends the minute before
+        if self._minute is not None and minute > self._minute and self._close > 0:
+            self.detector.update(self._close)
+        if math.isfinite(close) and close > 0:
+            self._minute, self._close = minute, close
+        return self.detector.regime
+
+    @property
+    def regime(self) -> str | None:
+        """The regime, or None while warming up."""
+        regime = self.detector.regime
+        return None if regime == "warming_up" else regime

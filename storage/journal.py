@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.schemas import JOURNAL_TABLES, NONDETERMINISTIC_COLUMNS
+from storage.schemas import JOURNAL_TABLES, JOURNAL_VIEWS, NONDETERMINISTIC_COLUMNS
 
 _DUCK_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -63,6 +63,8 @@ class JournalWriter:
         self._connection = duckdb.connect(str(self.path))
         for table, schema in JOURNAL_TABLES.items():
             self._run(_ddl(table, schema))
+        for view, query in JOURNAL_VIEWS.items():
+            self._run(f'CREATE VIEW IF NOT EXISTS "{view}" AS {query}')
         self._buffers: dict[str, list[pa.Table]] = {table: [] for table in JOURNAL_TABLES}
         self._buffered_rows: dict[str, int] = dict.fromkeys(JOURNAL_TABLES, 0)
         self.rows_written: dict[str, int] = dict.fromkeys(JOURNAL_TABLES, 0)

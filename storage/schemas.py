@@ -182,12 +182,13 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
         [
             ("key", _S), ("run_id", _S), ("symbol", _S), ("strategy", _S), ("ts_event", _I),
             ("timeframe", _S), ("direction", pa.int8()), ("score", _F), ("reason", _S),
-            ("acted", _B), ("reference_price", _F), ("predicted_reward", _F),
-            ("actual_reward", _F), ("dex_price", _F), ("cex_price", _F),
-            ("order_flow_imbalance", _F), ("top_imbalance", _F), ("depth_bid_5pct", _F),
-            ("depth_ask_5pct", _F), ("regime", _S), ("data_latency_ms", _F),
-            ("execution_latency_ms", _F), ("estimated_slippage_bps", _F),
-            ("actual_slippage_bps", _F), ("details", _S),
+            ("signal_type", _S), ("acted", _B), ("reference_price", _F),
+            ("predicted_reward", _F), ("actual_reward", _F), ("dex_price", _F),
+            ("cex_price", _F), ("dex_orderflow_imbalance", _F), ("order_flow_imbalance", _F),
+            ("top_imbalance", _F), ("depth_bid_5pct", _F), ("depth_ask_5pct", _F),
+            ("regime", _S), ("data_latency_ms", _F), ("execution_latency_ms", _F),
+            ("estimated_slippage_bps", _F), ("actual_slippage_bps", _F), ("details", _S),
+            ("null_reasons", _S),
         ]
     ),
     "risk_decisions": pa.schema(
@@ -289,3 +290,21 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
 
 # Columns that differ between two otherwise identical runs; determinism checks ignore them.
 NONDETERMINISTIC_COLUMNS: frozenset[str] = frozenset({"run_id", "started_at", "finished_at"})
+
+# The DEX-led plan's `signals` schema, by its own names, as a view over the journal's table:
+# depth within 5% is both sides' (NULL unless both are known), slippage in percent. Why a field
+# is NULL is in `null_reasons`.
+JOURNAL_VIEWS: dict[str, str] = {
+    "plan_signals": """
+        SELECT key AS id, ts_event AS "timestamp", symbol AS pair_symbol, signal_type,
+               direction, acted,
+               predicted_reward, actual_reward, dex_price, cex_price,
+               dex_orderflow_imbalance,
+               depth_bid_5pct + depth_ask_5pct AS cex_orderbook_depth_5pct,
+               regime AS market_regime, data_latency_ms, execution_latency_ms,
+               estimated_slippage_bps / 100 AS estimated_slippage_pct,
+               actual_slippage_bps / 100 AS actual_slippage_pct,
+               null_reasons, run_id
+        FROM signals
+    """,
+}

@@ -2,7 +2,7 @@
 
 Every feature is evaluated at chosen event times (`at`, usually each block with a swap) and uses
 only events at or before that time: a trailing window (t - w, t]. All work is NumPy over the
-tape's columns (prefix sums and binary searches), never a Python loop per swap.
+tape's columns (binary searches and segment sums), never a Python loop per swap.
 
 - `imbalance_<w>`: (base bought - base sold by takers) / (base bought + base sold) in the window;
   +1 all buying, -1 all selling, NaN without swaps.
@@ -60,13 +60,22 @@ class DexColumns:
         return np.unique(self.swap_ts)
 
 
-def _window_sum(ts: np.ndarray, cumulative: np.ndarray, at: np.ndarray,
+def _window_sum(ts: np.ndarray, values: np.ndarray, at: np.ndarray,
                 window_ns: int) -> np.ndarray:
-    """Sum of values with ts in (at - window, at], from their prefix sums."""
+    """Sum of values with ts in (at - window, at], each window summed from its own rows only.
+    (A difference of prefix sums would depend, in its last bits, on where the held history
+    starts, and so on how a stream was sliced: a replay must not.)"""
     hi = np.searchsorted(ts, at, "right")
     lo = np.searchsorted(ts, at - window_ns, "right")
-    padded = np.concatenate([[0.0], cumulative])
-    return padded[hi] - padded[lo]
+    out = np.zeros(len(at))
+    nonempty = np.flatnonzero(hi > lo)
+    if not len(nonempty):
+        return out
+    bounds = np.empty(2 * len(nonempty), np.int64)
+    bounds[0::2], bounds[1::2] = lo[nonempty], hi[nonempty]
+    padded = np.append(np.asarray(values, np.float64), 0.0)  # hi may be one past the end
+    out[nonempty] = np.add.reduceat(padded, bounds)[0::2]
+    return out
 
 
 def _last_before(ts: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -83,9 +92,9 @@ def dex_features(columns: DexColumns, at: np.ndarray,
     """The features of the module docs at each time of `at` (int64 ns, ascending)."""
     at = np.asarray(at, np.int64)
     taker_base = -columns.base_amount  # + a taker bought base
-    bought = np.cumsum(np.where(taker_base > 0, taker_base, 0.0))
-    sold = np.cumsum(np.where(taker_base < 0, -taker_base, 0.0))
-    volume = np.cumsum(np.abs(columns.quote_amount))
+    bought = np.where(taker_base > 0, taker_base, 0.0)
+    sold = np.where(taker_base < 0, -taker_base, 0.0)
+    volume = np.abs(columns.quote_amount)
     features: dict[str, np.ndarray] = {}
     for seconds in imbalance_windows_s:
         window = seconds * NS_PER_SECOND

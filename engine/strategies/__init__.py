@@ -5,20 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.config import EmaCrossConfig, MomentumBreakoutConfig
+from engine.config import DexLedConfig, EmaCrossConfig, MomentumBreakoutConfig
 from engine.strategies.base import GuardedStrategy, Strategy
+from engine.strategies.dex_led import DexLed
 from engine.strategies.ema_cross import EmaCross
 from engine.strategies.momentum_breakout import MomentumBreakout
 
 StrategyFactory = Callable[[Any], Strategy]
 
 STRATEGIES: dict[str, StrategyFactory] = {
+    "dex_led": DexLed,
     "ema_cross": EmaCross,
     "momentum_breakout": MomentumBreakout,
 }
 
 
-def make_strategy(config: EmaCrossConfig | MomentumBreakoutConfig) -> Strategy:
+def make_strategy(config: EmaCrossConfig | MomentumBreakoutConfig | DexLedConfig) -> Strategy:
     """The strategy for a validated strategy config; raises ValueError naming the known kinds."""
     try:
         factory = STRATEGIES[config.kind]

@@ -18,17 +18,12 @@ from engine.dex.signals import PhaseAConfig, phase_a
 from storage.dex_tape import DexPool, DexTape, read_dex_tape
 from storage.importers.uniswap_v3 import import_uniswap_v3
 from tests.conftest import BUNDLED_DATA, REPO_ROOT
+from tests.support.dex import PLAN_FIELDS
 
 DAY = BUNDLED_DATA / "uniswap-v3" / (
     "ethereum-0x88e6a0c2ddd26feeb64f039a2c41296fcb3f5640-2024-01-05.raw.csv.gz")
 POOL = DexPool.load(REPO_ROOT / "configs" / "dex" / "uniswap_v3_usdc_weth_005.yaml")
 MINUTE = 60_000_000_000
-PLAN_FIELDS = (
-    "id", "timestamp", "pair_symbol", "signal_type", "predicted_reward", "actual_reward",
-    "dex_price", "cex_price", "dex_orderflow_imbalance", "cex_orderbook_depth_5pct",
-    "market_regime", "data_latency_ms", "execution_latency_ms", "estimated_slippage_pct",
-    "actual_slippage_pct",
-)
 
 
 @pytest.fixture(scope="module")
