@@ -60,8 +60,13 @@ def _run(config: RunConfig, batches: list[FeatureBatch], journal: Path, restart_
     return outcomes
 
 
-@pytest.mark.parametrize("learning", [None, {"model": "arf", "horizon": "5m",
-                                              "min_prediction": 0.0}])
+@pytest.mark.parametrize("learning", [
+    None,
+    {"model": "arf", "horizon": "5m", "min_prediction": 0.0},
+    # signals scored and labelled: after 3 labels only candidates act, and none reaches 1.0
+    {"model": "lr", "target": "reward_score", "horizon": "10m", "phase_b_after": 3,
+     "candidate_threshold": 1.0},
+], ids=["no_learner", "bar_learner", "signal_learner"])
 def test_restored_actor_continues_exactly(tmp_path: Path, klines_csv: Path,
                                           learning: dict[str, object] | None) -> None:
     """Killed after its first batch and restored from its checkpoint, an actor journals what an
@@ -81,7 +86,8 @@ def test_restored_actor_continues_exactly(tmp_path: Path, klines_csv: Path,
     assert read_table(tmp_path / "a.duckdb", "fills")
     if learning is not None:
         signals = str(read_table(tmp_path / "b.duckdb", "signals"))
-        assert "predicted_return" in signals and "learner_gate" in signals
+        predicted = "predicted_reward" if "target" in learning else "predicted_return"
+        assert predicted in signals and "learner_gate" in signals
 
 
 def test_restore_refuses_another_symbols_state(klines_csv: Path, tmp_path: Path) -> None:
