@@ -116,10 +116,14 @@ class DexLedConfig(_Frozen):
     max_holding: str = Field("20m", description="time exit: the label horizon T by default")
     rearm_after: str = Field("30s", description="at most one signal per this span: a burst of "
                              "order flow is one signal, not one per bar")
+    tuning_memory: str = Field("6h", description="bars remembered for re-tuning the thresholds")
+    label_decay_per_minute: float = Field(0.05, ge=0, description="k of the reward score a "
+                                          "re-tune labels candidates with")
 
     _tf = field_validator("timeframe")(_check_timeframe)
 
-    _duration = field_validator("max_holding", "rearm_after")(_positive_duration)
+    _duration = field_validator("max_holding", "rearm_after", "tuning_memory")(
+        _positive_duration)
 
 
 StrategyConfig = Annotated[EmaCrossConfig | MomentumBreakoutConfig | DexLedConfig,
@@ -404,6 +408,30 @@ class EntryConfig(_Frozen):
     limit: LimitEntryConfig = Field(default_factory=LimitEntryConfig)
 
 
+class MaintenanceConfig(_Frozen):
+    """The maintenance agent of a signal learner (`engine.model_maintenance`): drift alerts,
+    retraining on drift, scheduled re-tuning of the strategy's thresholds."""
+
+    drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence")
+    drift_warmup: int = Field(50, ge=5, description="errors that set ADWIN's scale")
+    retrain_on_drift: bool = True
+    history: int = Field(2_000, ge=20, description="labelled signals kept to retrain from")
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    min_improvement: float = Field(0.02, ge=0, description="a fresh model must beat the current "
+                                   "one's holdout error by this fraction to be swapped in")
+    retune_every: str | None = Field("6h", description="re-optimise the strategy's thresholds "
+                                     "this often in event time; None: never")
+    retune_window: str = Field("6h", description="the latest data a re-tune scores on")
+    retune_min_signals: int = Field(30, ge=1)
+
+    _retune_window = field_validator("retune_window")(_positive_duration)
+
+    @field_validator("retune_every")
+    @classmethod
+    def _retune_every(cls, value: str | None) -> str | None:
+        return None if value is None else _positive_duration(value)
+
+
 class LearningConfig(_Frozen):
     """An online learner per symbol (`engine.bar_learner`): it predicts the forward log return of
     the primary close over `horizon` at each primary bar close, and learns each bar's label once
@@ -426,6 +454,8 @@ class LearningConfig(_Frozen):
         "candidates act (Phase B); None: Phase A throughout")
     candidate_threshold: float = Field(
         0.005, description="reward_score, Phase B: a signal acts if its prediction reaches this")
+    maintenance: MaintenanceConfig | None = Field(
+        None, description="reward_score: drift alerts, retraining, threshold re-tuning")
 
     @field_validator("model")
     @classmethod

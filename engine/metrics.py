@@ -27,6 +27,10 @@ COUNTER_NAMES: tuple[str, ...] = (
     "stale_alarms",
     "live_frames",
     "reconnects",
+    "drift_alerts",
+    "model_retrains",
+    "model_swaps",
+    "threshold_retunes",
 )
 
 

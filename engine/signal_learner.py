@@ -17,7 +17,11 @@ Phase A acts on the strategy's rule-based signals. After `phase_b_after` labelle
 plan switches to Phase B by itself: a signal acts only if its predicted reward reaches
 `candidate_threshold` (0.005). The phase a signal was judged in is in its details.
 
-Picklable with the engine: a checkpoint carries the model, the waiting signals and the count.
+With `learning.maintenance`, the maintenance agent (`engine.model_maintenance`) watches the
+learned errors for drift, retrains on it, and schedules the strategy's re-tuning.
+
+Picklable with the engine: a checkpoint carries the model, the waiting signals, the count and
+the agent's state.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine.config import LearningConfig
+from engine.model_maintenance import ModelMaintenance
 from engine.timeframes import NS_PER_MINUTE, parse_duration_ns
 from online_ml.learner import DelayedLearner
 from online_ml.models import make_regressor
@@ -40,6 +45,8 @@ class _Waiting:
     ts_event: int
     direction: int
     entry: float
+    features: dict[str, float]
+    prediction: float
     best: float = math.nan
     best_ts: int = 0
 
@@ -47,12 +54,14 @@ class _Waiting:
 class SignalLearner:
     """The learner of the module docs; one per symbol engine."""
 
-    def __init__(self, config: LearningConfig) -> None:
+    def __init__(self, config: LearningConfig, symbol: str = "") -> None:
         self.config = config
         self.horizon_ns = parse_duration_ns(config.horizon)
         self.learner = DelayedLearner(make_regressor(config.model, config.seed), self.horizon_ns)
         self._waiting: list[_Waiting] = []
         self.labelled = 0
+        self.maintenance = (ModelMaintenance(symbol, config, config.maintenance)
+                            if config.maintenance is not None else None)
 
     @property
     def phase(self) -> str:
@@ -76,7 +85,9 @@ class SignalLearner:
             else:
                 still.append(waiting)
         self._waiting = still
-        self.learner.advance(ts_close)
+        learned = self.learner.advance(ts_close)
+        if self.maintenance is not None and learned:
+            self.maintenance.on_learned(learned, self.learner)
         return labels
 
     def _label(self, waiting: _Waiting) -> tuple[str, float | None, str]:
@@ -89,6 +100,9 @@ class SignalLearner:
                   * math.exp(-self.config.decay_per_minute * minutes))
         self.learner.label(waiting.signal_id, reward)
         self.labelled += 1
+        if self.maintenance is not None:
+            self.maintenance.on_labelled((waiting.ts_event, waiting.ts_event + self.horizon_ns,
+                                          waiting.features, reward), waiting.prediction)
         return waiting.signal_id, reward, ""
 
     def predict(self, signal_id: str, ts_event: int, direction: int, entry: float,
@@ -96,7 +110,8 @@ class SignalLearner:
         """Predict the signal's reward score and wait for its label."""
         prediction = self.learner.predict(signal_id, ts_event, features)
         if math.isfinite(entry) and entry > 0 and direction != 0:
-            self._waiting.append(_Waiting(signal_id, ts_event, direction, entry))
+            self._waiting.append(_Waiting(signal_id, ts_event, direction, entry,
+                                          dict(features), prediction))
         else:
             self.learner.pending.pop(signal_id, None)
         return prediction

@@ -117,7 +117,7 @@ class SymbolEngine:
         if config.learning is not None and config.learning.target == "reward_score":
             from engine.signal_learner import SignalLearner
 
-            self.signal_learner = SignalLearner(config.learning)
+            self.signal_learner = SignalLearner(config.learning, symbol)
             self.flow.signals.labelled = True
         elif config.learning is not None:
             from engine.bar_learner import BarLearner
@@ -293,6 +293,22 @@ class SymbolEngine:
         return {name: float(values[end - 1]) for name, values in history.items()
                 if name in BAR_FIELDS or name.startswith(DEX_PREFIX)}
 
+    def _learn_signals(self, now: int, history: Mapping[str, np.ndarray], end: int) -> None:
+        """Label and learn the signals whose horizon passed by this primary close; journal what
+        the maintenance agent did."""
+        learner = self.signal_learner
+        assert learner is not None
+        flow = self.flow
+        for signal_id, reward, why in learner.on_bar(
+                now, float(history["high"][end - 1]), float(history["low"][end - 1])):
+            flow.journal_signal(flow.signals.label(signal_id, reward, why))
+        if learner.maintenance is not None:
+            learner.maintenance.on_bar(now, self.strategy)
+            rows, counters = learner.maintenance.drain()
+            if rows:
+                flow.journal.setdefault("model_events", []).extend(rows)
+            flow.counters.update(counters)
+
     def _scored(self, signal: Signal, signal_id: str, now: int, close: float,
                 bar: Mapping[str, float]) -> Signal:
         """The signal with its predicted reward and phase; in Phase B, not acted on unless a
@@ -429,9 +445,7 @@ class SymbolEngine:
             flow.tracker.observe_close(close)
             self.regime.update(now, close)
             if self.signal_learner is not None:
-                for signal_id, reward, why in self.signal_learner.on_bar(
-                        now, float(history["high"][end - 1]), float(history["low"][end - 1])):
-                    flow.journal_signal(flow.signals.label(signal_id, reward, why))
+                self._learn_signals(now, history, end)
             if self.learner is not None:
                 bar = self._bar_values(history, end)
                 prediction = self.learner.on_bar(now, bar)

@@ -191,6 +191,11 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
             ("null_reasons", _S),
         ]
     ),
+    # What a signal learner's maintenance agent did: drift alerts, retrains, re-tunes.
+    "model_events": pa.schema(
+        [("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("kind", _S),
+         ("model", _S), ("detail", _S)]
+    ),
     "risk_decisions": pa.schema(
         [
             ("key", _S), ("run_id", _S), ("ts_event", _I), ("symbol", _S), ("intent_id", _S),

@@ -15,6 +15,7 @@ A signal is emitted where at least `min_confirmations` detectors fire and a dire
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ class PhaseASignals:
         return len(self.index)
 
 
-def phase_a(features: dict[str, np.ndarray], config: PhaseAConfig) -> PhaseASignals:
+def phase_a(features: Mapping[str, np.ndarray], config: PhaseAConfig) -> PhaseASignals:
     """The signals of the module docs over the feature columns."""
     window = config.imbalance_window_s
     imbalance = features[f"imbalance_{window}s"]

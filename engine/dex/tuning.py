@@ -38,18 +38,25 @@ def tune_phase_a(columns: DexColumns, config: DexPlanConfig, since_ns: int,
     labels = reward_scores(at, direction, features["price"], columns.swap_ts, columns.price,
                            config.horizon_ns, config.decay_per_minute)
     rewards = np.where(direction != 0, labels.reward_score, np.nan)
+    return tune_over_features(features, rewards, config.phase_a, grid, min_signals)
 
+
+def tune_over_features(features: Mapping[str, np.ndarray], rewards: np.ndarray,
+                       current: PhaseAConfig, grid: Mapping[str, Iterable[float]] | None = None,
+                       min_signals: int = 30) -> tuple[PhaseAConfig, TuningResult] | None:
+    """The best Phase A thresholds for candidates with these feature columns and rewards (NaN:
+    not a candidate or not labelled), or None when no setting keeps `min_signals`."""
     def keep(point: dict[str, float]) -> np.ndarray:
-        settings = {name: (int(value) if name == "min_confirmations" else value)
-                    for name, value in point.items()}
-        candidate = config.phase_a.model_copy(update=settings)
-        mask = np.zeros(len(at), bool)
-        mask[phase_a(features, candidate).index] = True
+        mask = np.zeros(len(rewards), bool)
+        mask[phase_a(features, current.model_copy(update=_settings(point))).index] = True
         return mask
 
     result = tune_thresholds(grid or DEFAULT_GRID, keep, rewards, min_signals)
     if result is None:
         return None
-    best = {name: (int(value) if name == "min_confirmations" else value)
-            for name, value in result.best.items()}
-    return config.phase_a.model_copy(update=best), result
+    return current.model_copy(update=_settings(result.best)), result
+
+
+def _settings(point: Mapping[str, float]) -> dict[str, float | int]:
+    return {name: (int(value) if name == "min_confirmations" else value)
+            for name, value in point.items()}

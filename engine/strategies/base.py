@@ -225,6 +225,12 @@ class Strategy(ABC):
         """How many closed bars per timeframe `BarView` keeps reachable."""
         return 2
 
+    def retune(self, now: int, window_ns: int, min_signals: int) -> str | None:
+        """Re-optimise the strategy's own thresholds on the data of the last `window_ns`, when
+        the run's maintenance schedules it; returns what changed, for the journal. None: the
+        strategy has nothing to tune (the default)."""
+        return None
+
 
 @dataclass(frozen=True)
 class StrategyError:
@@ -356,3 +362,12 @@ class GuardedStrategy:
                 payload = repr(actions)[:_PAYLOAD_LIMIT]
                 return [], StrategyError(reason, detail, timeframe, now, payload)
         return actions, None
+
+    def retune(self, now: int, window_ns: int, min_signals: int) -> str | None:
+        """The strategy's `retune`; an exception keeps its settings and is reported, not
+        raised."""
+        try:
+            return self.strategy.retune(now, window_ns, min_signals)
+        except Exception as error:
+            return f"re-tune failed, settings kept: {type(error).__name__}: {error}"[
+                :_PAYLOAD_LIMIT]

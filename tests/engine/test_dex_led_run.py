@@ -17,9 +17,11 @@ from engine.runtime import run_replay
 from storage.journal import read_table
 from tests.conftest import REPO_ROOT
 from tests.support.dex import PLAN_FIELDS, dex_and_cex_tapes
+from tests.support.metrics import scrape
 
 pytestmark = pytest.mark.slow
-TABLES = ("signals", "risk_decisions", "orders", "fills", "trades", "equity", "dead_letters")
+TABLES = ("signals", "risk_decisions", "orders", "fills", "trades", "equity", "dead_letters",
+          "model_events")
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +54,17 @@ def test_the_plan_runs_on_the_real_day_twice_alike_with_every_field_explained(
         day: tuple[Path, Path], tmp_path: Path) -> None:
     dex_tape, cex_tape = day
     config = _config(dex_tape)
-    first = run_replay([cex_tape], config, tmp_path / "a.duckdb", in_process=True)
+    first = run_replay([cex_tape], config, tmp_path / "a.duckdb", in_process=True,
+                       metrics_port=0)
     second = run_replay([cex_tape], config, tmp_path / "b.duckdb", in_process=True)
     _same_journals(first.journal_path, second.journal_path)
+    # the maintenance agent re-tuned the thresholds every 2 hours once 4 had passed, and said so
+    # in the journal and the metrics
+    events = read_table(first.journal_path, "model_events", deterministic_only=True)
+    retunes = [row for row in events if row[3] == "retune"]
+    assert len(retunes) >= 9 and all("thresholds" in str(row[5]) for row in retunes)
+    metrics = scrape(int(first.timings["metrics_port"]))
+    assert metrics["ats_threshold_retunes_total"] == len(retunes)
 
     rows = _plan_rows(first.journal_path)
     assert len(rows) > 300

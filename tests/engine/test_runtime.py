@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -12,6 +11,7 @@ from engine.config import RunConfig, load_config, parse_config
 from engine.runtime import SAMPLE_CONFIG, run_replay
 from storage.journal import read_table
 from storage.schemas import JOURNAL_TABLES
+from tests.support.metrics import scrape
 from tests.support.tapes import corrupted_capture, read_capture_lines, two_symbol_tape
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -25,21 +25,10 @@ def _journal_tables(journal: Path) -> dict[str, list[tuple[object, ...]]]:
     }
 
 
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("ats_") and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 def test_sample_replay_runs_the_whole_pipeline(tmp_path: Path, spot_captures: list[Path]) -> None:
     result = run_replay(None, None, tmp_path / "journal.duckdb", 1, metrics_port=0)
     summary = result.summary
-    metrics = _scrape(int(result.timings["metrics_port"]))
+    metrics = scrape(int(result.timings["metrics_port"]))
     assert metrics["ats_events_total"] == summary["events"]
     assert metrics["ats_bars_total"] == summary["bars"]
     assert metrics["ats_signals_total"] == summary["signals"] > 0
@@ -119,7 +108,7 @@ def test_bad_input_completes_and_every_bad_row_is_journaled(
         [capture], load_config(SAMPLE_CONFIG), tmp_path / "journal.duckdb", 1, metrics_port=0
     )
     reasons = result.summary["dead_letter_reasons"]
-    metrics = _scrape(int(result.timings["metrics_port"]))
+    metrics = scrape(int(result.timings["metrics_port"]))
     assert metrics["ats_dead_letters_total"] == result.summary["dead_letters"] >= 5
     assert metrics["ats_book_resyncs_total"] == 1
     for reason, count in injected.items():
