@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,11 +105,12 @@ def _recording_segments(path: Path) -> list[Path]:
     return recording_inputs(path) if is_recording(path) else [path]
 
 
-def data_hash(replay_input: ReplayInput) -> str:
-    """SHA-256 over the input files' bytes (a tape's files in name order)."""
+def data_hash(replay_input: ReplayInput, extra: Sequence[Path] = ()) -> str:
+    """SHA-256 over the input files' bytes (a tape's files in name order), then those of
+    `extra` inputs (the DEX tapes a run joins)."""
     digest = hashlib.sha256()
     files: list[Path] = []
-    for path in replay_input.paths:
+    for path in [*replay_input.paths, *extra]:
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
     for path in files:
         digest.update(path.name.encode())
@@ -351,7 +353,8 @@ def run_replay(
         config = config.model_copy(update={"actors": "in_process"})
     workers = workers or config.replay.workers
     replay_input = resolve_input(input_paths, symbol_hint, venue)
-    input_hash = data_hash(replay_input)
+    dex_tapes = list(config.dex.tapes().values()) if config.dex is not None else []
+    input_hash = data_hash(replay_input, dex_tapes)
     started_at = datetime.now(UTC)
     pipeline = _start(config, "replay", replay_input.symbols, journal_path, dashboard,
                       ray_address, metrics_port)

@@ -316,7 +316,7 @@ class SymbolEngine:
         learner = self.signal_learner
         assert learner is not None
         details = dict(signal.details or {})
-        features = signal_features(int(signal.direction), bar, details)
+        features = signal_features(int(signal.direction), bar, details, self.regime.regime)
         prediction = learner.predict(signal_id, now, int(signal.direction), close, features)
         self.flow.counters["predictions"] += 1
         phase = learner.phase

@@ -3,9 +3,13 @@
 - `profit_after_slippage`: refuse an entry whose predicted reward (`predicted_reward`, a fraction
   of price) minus the slippage estimated from the CEX book for its size (`estimated_slippage`, a
   fraction) is below `min_edge` (0).
-- `volatility_regime_filter`: refuse altcoin entries while the majors' volatility
-  (`major_volatility`, e.g. BTC's realised volatility per bar as a fraction) is above
-  `max_volatility`. Symbols of the `exempt_sectors` (the majors themselves) pass.
+- `volatility_regime_filter`: refuse altcoin entries while the majors' volatility is above
+  `max_volatility`. The rule measures it itself from the marks of the `majors` (BTCUSDT,
+  ETHUSDT) it observes: the standard deviation of their log returns over `sample_interval_s`
+  (1-minute) buckets of event time, in the last `window` buckets, the higher of the majors'. An
+  intent may carry its own `major_volatility` feature instead, which wins. With neither (fewer
+  than `min_samples` returns of any major), the entry is refused. Symbols of the
+  `exempt_sectors` (the majors themselves) pass.
 - `latency_compensation`: the reward a signal must predict grows with the measured data latency
   (`data_latency_ms`): `base_threshold x (1 + max(0, latency - free_latency_ms) /
   latency_scale_ms)`. Stale information must promise more.
@@ -18,6 +22,7 @@ gated (the chain approves reduce-only intents before any rule). Picklable, event
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -26,6 +31,7 @@ from pydantic import Field
 
 from engine.rules.base import (
     FillObserved,
+    MarkObserved,
     PortfolioSnapshot,
     Proposal,
     RiskAction,
@@ -33,6 +39,7 @@ from engine.rules.base import (
     RiskRule,
     RuleOutcome,
 )
+from engine.rules.intraday_correlation import ReturnSampler
 from engine.rules.profile import RiskProfile, RuleConfig, register_rule
 from engine.timeframes import NS_PER_SECOND
 
@@ -75,6 +82,28 @@ class VolatilityRegimeFilter(RiskRule):
     max_volatility: float = 0.01
     exempt_sectors: tuple[str, ...] = ("store_of_value", "major")
     profile: RiskProfile | None = None
+    majors: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    min_samples: int = 10
+    sampler: ReturnSampler = field(
+        default_factory=lambda: ReturnSampler(60 * NS_PER_SECOND, 60))
+
+    def observe(self, event: RiskEvent, snapshot: PortfolioSnapshot) -> Sequence[RiskAction]:
+        if isinstance(event, MarkObserved) and event.symbol in self.majors:
+            self.sampler.add(event.symbol, event.ts_event, event.price)
+        return ()
+
+    def measured(self, now: int) -> float | None:
+        """The majors' volatility as of `now` (module docs), None while unknown."""
+        oldest = now // self.sampler.interval_ns - self.sampler.window
+        known = []
+        for major in self.majors:
+            returns = [value for bucket, value in self.sampler.returns.get(major, ())
+                       if bucket > oldest]
+            if len(returns) >= self.min_samples:
+                mean = sum(returns) / len(returns)
+                known.append(math.sqrt(sum((value - mean) ** 2 for value in returns)
+                                       / (len(returns) - 1)))
+        return max(known) if known else None
 
     def check(self, proposal: Proposal, snapshot: PortfolioSnapshot) -> RuleOutcome:
         symbol = proposal.intent.symbol
@@ -82,8 +111,12 @@ class VolatilityRegimeFilter(RiskRule):
         if sector in self.exempt_sectors:
             return self.approve(proposal, f"{symbol} is a major ({sector})")
         volatility = proposal.feature("major_volatility")
+        if volatility is None:
+            volatility = self.measured(proposal.intent.ts_event)
         if volatility is None or volatility < 0:
-            return self.reject(_missing("major_volatility"))
+            return self.reject(f"the majors' volatility is not known yet: fewer than "
+                               f"{self.min_samples} returns of {', '.join(self.majors)} in "
+                               "the window, and the entry carries no major_volatility")
         if volatility > self.max_volatility:
             return self.reject(f"majors' volatility {volatility:.4%} above "
                                f"{self.max_volatility:.4%}: no altcoin entries")
@@ -94,12 +127,18 @@ class VolatilityRegimeFilter(RiskRule):
 @register_rule
 class VolatilityRegimeFilterConfig(RuleConfig):
     rule: Literal["volatility_regime_filter"] = "volatility_regime_filter"
-    max_volatility: float = Field(0.01, gt=0)
+    max_volatility: float = Field(0.01, gt=0, description="per bucket, as a fraction")
     exempt_sectors: tuple[str, ...] = ("store_of_value", "major")
+    majors: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    sample_interval_s: int = Field(60, ge=1, description="return bucket")
+    window: int = Field(60, ge=2, description="buckets the volatility is measured over")
+    min_samples: int = Field(10, ge=2)
 
     def build(self, profile: RiskProfile) -> RiskRule:
-        return VolatilityRegimeFilter(max_volatility=self.max_volatility,
-                                      exempt_sectors=self.exempt_sectors, profile=profile)
+        return VolatilityRegimeFilter(
+            max_volatility=self.max_volatility, exempt_sectors=self.exempt_sectors,
+            profile=profile, majors=self.majors, min_samples=self.min_samples,
+            sampler=ReturnSampler(self.sample_interval_s * NS_PER_SECOND, self.window))
 
 
 @dataclass

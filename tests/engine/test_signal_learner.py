@@ -64,13 +64,22 @@ def test_phase_b_after_n_labels_lets_only_candidates_act() -> None:
 
 
 def test_signal_features_are_scale_free_and_finite() -> None:
-    features = signal_features(-1, {"close": 2_300.0, "dex_price": 2_300.0,
-                                    "dex_volume_30s": 1e6, "dex_imbalance_30s": -0.8,
-                                    "dex_liquidity_velocity": 7.0, "dex_volume_ratio": math.nan,
-                                    "order_flow_imbalance": 0.2}, {"confirmations": 2})
-    assert features == {"direction": -1.0, "log_dex_volume_30s": pytest.approx(math.log1p(1e6)),
-                        "dex_imbalance_30s": -0.8, "dex_liquidity_velocity": 1.0,
-                        "order_flow_imbalance": 0.2, "confirmations": 2.0}
+    bar = {"close": 2_000.0, "dex_price": 2_002.0, "dex_liquidity": 3e18, "dex_volume_30s": 1e6,
+           "dex_imbalance_30s": -0.8, "dex_liquidity_velocity": 7.0, "dex_volume_ratio": math.nan,
+           "order_flow_imbalance": 0.2, "top_imbalance": -0.1, "depth_bid_5pct": 30.0,
+           "depth_ask_5pct": 10.0, "data_latency_ms": 250.0}
+    features = signal_features(-1, bar, {"confirmations": 2}, "ranging")
+    regimes = {f"regime_{name}": float(name == "ranging") for name in (
+        "trending_up", "trending_down", "ranging", "high_volatility", "compression",
+        "capitulation")}
+    assert features == {
+        "direction": -1.0, "log_dex_volume_30s": pytest.approx(math.log1p(1e6)),
+        "dex_imbalance_30s": -0.8, "dex_liquidity_velocity": 1.0,
+        "dex_cex_spread": pytest.approx(math.log(1.001)), "order_flow_imbalance": 0.2,
+        "top_imbalance": -0.1, "log_depth_5pct": pytest.approx(math.log1p(40.0)),
+        "depth_imbalance_5pct": 0.5, "data_latency_s": 0.25, "confirmations": 2.0, **regimes}
+    # without a book, receive times or a regime those features are simply absent
+    assert set(signal_features(1, {"close": 2_000.0}, {})) == {"direction"}
 
 
 def test_a_dex_led_run_needs_its_pools_and_one_pool_per_pair() -> None:

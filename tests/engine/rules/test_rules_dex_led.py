@@ -96,3 +96,32 @@ def test_scenario_triggers_every_rule_with_a_reason_identically_twice() -> None:
     for rule in PLAN_RULES:
         assert reasons.get(rule) and all(reason.strip() for reason in reasons[rule]), rule
     assert repr(run_scenario("dex_led").journal) == repr(result.journal)
+
+
+def test_volatility_filter_measures_the_majors_from_their_marks() -> None:
+    from engine.rules.base import MarkObserved
+
+    rule = VolatilityRegimeFilter(max_volatility=0.003, exempt_sectors=("major",),
+                                  profile=load_profile("dex_led"), min_samples=10)
+    alt = intent(symbol="UNIUSDT", price=6.6, stop=6.5)
+    minute = 60_000_000_000
+    start = alt.ts_event - 40 * minute
+    price = 2_300.0
+    for step in range(30):  # calm ETH: +-0.1% a minute; UNI's own marks do not count
+        price *= 1.001 if step % 2 else 0.999
+        rule.observe(MarkObserved("ETHUSDT", start + step * minute, price), snapshot())
+        rule.observe(MarkObserved("UNIUSDT", start + step * minute, 5.0 + step), snapshot())
+    measured = rule.measured(alt.ts_event)
+    assert measured is not None and 0.00095 < measured < 0.00105  # std of +-0.1% moves
+    assert rule.check(proposal(alt), snapshot()).verdict == "approve"
+    for step in range(30, 40):  # then +-2% a minute
+        price *= 1.02 if step % 2 else 0.98
+        rule.observe(MarkObserved("ETHUSDT", start + step * minute, price), snapshot())
+    outcome = rule.check(proposal(alt), snapshot())
+    assert outcome.verdict == "reject" and "above" in outcome.reason
+
+
+def test_volatility_filter_refuses_while_no_major_is_measured() -> None:
+    rule = VolatilityRegimeFilter(max_volatility=0.003, profile=load_profile("dex_led"))
+    outcome = rule.check(proposal(intent(symbol="UNIUSDT", price=6.6, stop=6.5)), snapshot())
+    assert outcome.verdict == "reject" and "not known yet" in outcome.reason
