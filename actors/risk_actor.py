@@ -3,10 +3,16 @@
 A thin Ray shell around `engine.risk.PortfolioRisk`. Updates (fills, marks) may arrive from
 several symbols in any order; PortfolioRisk applies them lazily in (ts_event, symbol, sequence)
 order, so decisions are the same whatever the message order (DESIGN.md, time and determinism).
+
+`decide` is idempotent: an intent already decided gets the same decision back, and the updates
+sent with it, already applied then, are not applied again. A symbol actor restored from its
+checkpoint replays its steps through here (`actors.supervisor`) without deciding anything
+twice.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +25,7 @@ from engine.rules.control import ControlEffect
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
 
 _JOURNAL_FLUSH_ROWS = 2_000
+_DECISIONS_KEPT = 10_000  # far more than a restart replays
 
 
 @ray.remote(max_restarts=0)
@@ -28,13 +35,22 @@ class PortfolioRiskActor:
         self._journal = journal
         self._pending_rows = 0
         self._last_append: Any = None
+        self._decided: OrderedDict[str, RiskDecision] = OrderedDict()
+        self.repeated_decisions = 0
 
     def submit(self, updates: Sequence[PortfolioUpdate]) -> None:
         self._risk.submit(updates)
 
     def decide(self, intent: OrderIntent, updates: Sequence[PortfolioUpdate]) -> RiskDecision:
+        known = self._decided.get(intent.intent_id)
+        if known is not None:  # a restored actor replaying a step: nothing is applied twice
+            self.repeated_decisions += 1
+            return known
         self._risk.submit(updates)
         decision = self._risk.decide(intent)
+        self._decided[intent.intent_id] = decision
+        if len(self._decided) > _DECISIONS_KEPT:
+            self._decided.popitem(last=False)
         self._pending_rows += 1
         if self._pending_rows >= _JOURNAL_FLUSH_ROWS:
             self._flush_journal()

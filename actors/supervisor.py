@@ -8,6 +8,15 @@ intent it is paused at). The supervisor grants each step such a horizon; a step 
 intent beyond it pauses and is resumed once the others have caught up. Single-symbol runs never
 pause. Live mode decides in arrival order (DESIGN.md): every step gets an unbounded horizon.
 Calls in flight are bounded: the sink blocks while too many batches are queued.
+
+A dead symbol actor is brought back (`supervision` in the config). Every `checkpoint_every`
+steps the supervisor takes the actor's checkpoint and forgets the calls before it. When a call
+fails because the actor died, a new actor restores the checkpoint, replays the calls made since
+(their results were already taken in; the risk actor answers an intent it has decided with the
+same decision and the journal ignores rows it holds), and the failed call is sent again. The run
+goes on as if nothing happened: its journal is the uninterrupted run's. Restarts are counted in
+`actor_restarts`. A run that trades on a venue stops instead, and an error raised by the step
+itself (not a death) is never retried.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -53,6 +62,9 @@ class _SymbolState(SymbolProgress):
     running: Any = None  # ObjectRef of the step in flight
     dispatched_at: float = 0.0
     in_flight_received: Any = None  # receive times of the batch in flight (latency probe)
+    checkpoint: bytes | None = None  # the engine after the last checkpointed step (None: new)
+    calls: list[tuple[Any, int]] = field(default_factory=list)  # (batch|None|FINISH, horizon)
+    restarts: int = 0
 
 
 class Supervisor:
@@ -174,7 +186,7 @@ class Supervisor:
             horizon = self._horizon(symbol)
             if state.paused:
                 if state.pending_intent_ts < horizon:
-                    state.running = state.actor.step.remote(None, horizon, *self._dependencies())
+                    state.running = self._call(state, None, horizon)
                     state.paused = False
                     self.step_calls += 1
                 continue
@@ -186,10 +198,15 @@ class Supervisor:
                 state.in_flight_received = receive_times(item)
             if item is FINISH:
                 state.finishing = True
-                state.running = state.actor.finish.remote(*self._dependencies())
-            else:
-                state.running = state.actor.step.remote(item, horizon, *self._dependencies())
+            state.running = self._call(state, item, horizon)
             self.step_calls += 1
+
+    def _call(self, state: _SymbolState, item: Any, horizon: int) -> Any:
+        """Send a step (a batch, or None to resume) or the finish, and log it for a restart."""
+        state.calls.append((item, horizon))
+        if item is FINISH:
+            return state.actor.finish.remote(*self._dependencies())
+        return state.actor.step.remote(item, horizon, *self._dependencies())
 
     # ------------------------------------------------------------------ live mode
 
@@ -263,9 +280,56 @@ class Supervisor:
     def _absorb_refs(self, done: list[Any]) -> None:
         for ref in done:
             symbol, state = next((s, st) for s, st in self._symbols.items() if st.running == ref)
-            result: StepResult = ray.get(ref)
+            try:
+                result: StepResult = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                state.running = self._restart(symbol, state, error)
+                continue
             state.running = None
             self._absorb(symbol, state, result)
+            self._checkpoint(symbol, state)
+
+    # ------------------------------------------------------------------ supervision
+
+    def _checkpoint(self, symbol: str, state: _SymbolState) -> None:
+        """Every `checkpoint_every` calls, between batches: keep the engine, forget the calls."""
+        if (state.paused or state.finished
+                or len(state.calls) < self.config.supervision.checkpoint_every):
+            return
+        try:
+            state.checkpoint = ray.get(state.actor.checkpoint.remote())
+        except ray.exceptions.RayActorError as error:
+            self._restart(symbol, state, error, in_flight=False)
+            return
+        state.calls.clear()
+
+    def _restart(self, symbol: str, state: _SymbolState, error: Exception,
+                 in_flight: bool = True) -> Any:
+        """A new actor for `symbol` where the dead one was (module docs); returns the call in
+        flight, sent again, or None."""
+        limit = self.config.supervision.max_restarts
+        if self.trading is not None or state.restarts >= limit:
+            why = ("the run trades on a venue" if self.trading is not None
+                   else f"it already restarted {state.restarts} times (max_restarts {limit})")
+            raise RuntimeError(f"symbol actor {symbol} died and is not restarted: {why}"
+                               ) from error
+        state.restarts += 1
+        self.metrics.add("actor_restarts", 1)
+        actor = SymbolActor.options(name=f"symbol-{symbol}-{self.run_id}-r{state.restarts}"
+                                    ).remote(symbol, self.config, self.risk, self.journal)
+        if state.checkpoint is not None:
+            ray.get(actor.restore.remote(state.checkpoint))
+        state.actor = actor
+        replayed = state.calls[:-1] if in_flight else state.calls
+        for item, granted in replayed:  # already taken in: only the engine's state matters
+            ray.get(actor.finish.remote() if item is FINISH else
+                    actor.step.remote(item, granted))
+        if not in_flight:
+            return None
+        item, granted = state.calls[-1]
+        dependencies = self._dependencies()
+        return (actor.finish.remote(*dependencies) if item is FINISH
+                else actor.step.remote(item, granted, *dependencies))
 
     def _absorb(self, symbol: str, state: _SymbolState, result: StepResult) -> None:
         if result.updates:

@@ -278,6 +278,16 @@ class ReplayConfig(_Frozen):
         return parse_duration_ns(self.batch_duration)
 
 
+class SupervisionConfig(_Frozen):
+    """How the Ray supervisor brings a dead symbol actor back (`actors.supervisor`): it keeps the
+    actor's checkpoint every `checkpoint_every` steps and the calls made since; a new actor
+    restores the checkpoint, replays those calls and goes on. A run trading on a venue never
+    restarts an actor by itself (a replayed step could resend an order): it stops."""
+
+    checkpoint_every: int = Field(8, ge=1, description="steps between a symbol's checkpoints")
+    max_restarts: int = Field(3, ge=0, description="per symbol; then the run fails")
+
+
 VENUE_ENDPOINTS: dict[str, tuple[str, str]] = {
     # venue: (websocket base URL, REST base URL)
     "binance": ("wss://stream.binance.com:9443", "https://api.binance.com"),
@@ -477,6 +487,7 @@ class RunConfig(_Frozen):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     entry: EntryConfig = Field(default_factory=EntryConfig)

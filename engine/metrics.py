@@ -31,6 +31,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "model_retrains",
     "model_swaps",
     "threshold_retunes",
+    "actor_restarts",
 )
 
 
