@@ -264,8 +264,6 @@ class _Pipeline:
         dex = self.config.dex
         if dex is None:
             return {}
-        if self.mode != "replay":
-            raise ValueError("`dex` pools are joined in replay only: no live DEX feed exists yet")
         from dataflows.dex_join import DexTapeSource
 
         return {"dex_source": DexTapeSource(dex.tapes(), parse_duration_ns(dex.chunk)),
@@ -401,6 +399,9 @@ def run_live(
     from dataflows.live.source import LiveSource
 
     config = _resolve_config(config, None)
+    if config.dex is not None:
+        raise ValueError("`dex` pools are joined in replay only: no live DEX feed exists yet; "
+                         "remove `dex` (and a dex_led strategy) from a live config")
     if execute and config.execution is None:
         raise ValueError("live execution needs an `execution:` section in the run config "
                          "(venue, symbols, state file); see configs/live_execution.yaml")

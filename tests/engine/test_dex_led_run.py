@@ -111,3 +111,12 @@ def test_on_ray_actors_the_plan_trades_and_journals_as_in_process(
     assert len(filled) > 5
     assert all(row["actual_slippage_pct"] is not None and row["estimated_slippage_pct"]
                is not None for row in filled)
+
+
+def test_a_live_run_refuses_dex_pools_before_starting_anything(tmp_path: Path) -> None:
+    from engine.runtime import run_live
+
+    config = _config(tmp_path / "no-such-tape")
+    with pytest.raises(ValueError, match="replay only"):
+        run_live(["ETHUSDT"], config, tmp_path / "journal.duckdb")
+    assert not (tmp_path / "journal.duckdb").exists()

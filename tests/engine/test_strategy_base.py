@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from engine.config import EmaCrossConfig, MomentumBreakoutConfig
+from engine.config import DexLedConfig, EmaCrossConfig, MomentumBreakoutConfig
 from engine.indicator_spec import IndicatorSpec
 from engine.strategies import STRATEGIES, make_strategy
 from engine.strategies.base import (
@@ -130,9 +130,10 @@ def test_details_json_is_canonical() -> None:
 
 
 def test_registry() -> None:
-    assert set(STRATEGIES) == {"ema_cross", "momentum_breakout"}
+    assert set(STRATEGIES) == {"dex_led", "ema_cross", "momentum_breakout"}
     assert isinstance(make_strategy(MomentumBreakoutConfig()), MomentumBreakout)
     assert make_strategy(EmaCrossConfig()).name == "ema_cross"
+    assert make_strategy(DexLedConfig()).name == "dex_led"
 
 
 def test_event_keys_and_ids() -> None:
