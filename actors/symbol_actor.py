@@ -8,7 +8,6 @@ once through the PortfolioRiskActor; the first one at or beyond it pauses the st
 from __future__ import annotations
 
 import pickle
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,14 +19,6 @@ from engine.execution.config import LiveTradingConfig
 from engine.feature_rows import add_feature_rows
 from engine.symbol_engine import StepResult, SymbolEngine
 from engine.types import OrderIntent, PortfolioUpdate, RiskDecision
-
-
-def _import_learners() -> None:
-    """Import what the engine's learners need (River), so the first batch does not wait for
-    it. Only `online_ml` and River: this thread never waits on a module the engine's own
-    thread may be importing, so the two cannot deadlock."""
-    import online_ml.maintenance
-    import online_ml.models  # noqa: F401
 
 
 class RayRiskGateway:
@@ -44,9 +35,6 @@ class RayRiskGateway:
 @ray.remote(max_restarts=0)
 class SymbolActor:
     def __init__(self, symbol: str, config: RunConfig, risk_actor: Any, journal: Any) -> None:
-        if config.learning is not None:  # River's ~1 s import overlaps the dataflow's start
-            threading.Thread(target=_import_learners, name="ats-import-river",
-                             daemon=True).start()
         self._symbol = symbol
         self._engine = SymbolEngine(symbol, config)
         self._feature_timeframe = (

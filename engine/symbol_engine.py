@@ -113,9 +113,16 @@ class SymbolEngine:
         self.bars = BarSchedule(timeframes, self.strategy.history_bars)
         self.learner: BarLearner | None = None
         self.signal_learner: SignalLearner | None = None
-        self._learners_built = config.learning is None
-        self.flow.signals.labelled = (config.learning is not None
-                                      and config.learning.target == "reward_score")
+        # River loads only when a run learns (~1 s of import)
+        if config.learning is not None and config.learning.target == "reward_score":
+            from engine.signal_learner import SignalLearner
+
+            self.signal_learner = SignalLearner(config.learning, symbol)
+            self.flow.signals.labelled = True
+        elif config.learning is not None:
+            from engine.bar_learner import BarLearner
+
+            self.learner = BarLearner(config.learning)
         self.regime = MinuteRegime()  # journaled with every signal
         self._estimate_slippage = config.risk.slippage_estimate_needed()
         self.totals: Counter[str] = Counter()
@@ -187,24 +194,7 @@ class SymbolEngine:
 
     # ------------------------------------------------------------------ batches
 
-    def _build_learners(self) -> None:
-        """The run's learner, made when the first batch arrives rather than at construction:
-        River takes about a second to import, which an actor can spend while the dataflow
-        starts (`actors.symbol_actor` imports it in the background meanwhile)."""
-        learning = self.config.learning
-        self._learners_built = True
-        if learning is not None and learning.target == "reward_score":
-            from engine.signal_learner import SignalLearner
-
-            self.signal_learner = SignalLearner(learning, self.symbol)
-        elif learning is not None:
-            from engine.bar_learner import BarLearner
-
-            self.learner = BarLearner(learning)
-
     def _begin_batch(self, batch: FeatureBatch) -> None:
-        if not self._learners_built:
-            self._build_learners()
         self.flow.feed_health.observe(batch.feed_events)
         self.flow.funding.observe(batch.marks)
         if self.flow.market is not None:
