@@ -54,3 +54,7 @@ def test_bench_replay_agrees_with_the_reference(tmp_path: Path, klines_csv: Path
                             "learner", "learner_trades_per_s", "learner_ratio"}
     assert written["learner"] == "linear" and written["learner_ratio"] > 0
     assert 0 < written["learner_import_s"] < 30 and written["learner_ratio_after_import"] > 0
+    # both plain runs (before and after the learner's) are in the mean it is compared with
+    assert written["plain_seconds_mean"] > 0 and written["learner_ratio_steady"] > 0
+    assert 0 < written["actors_start_s"] < written["plain_seconds_mean"]
+    assert 0 < written["learner_actors_start_s"] < written["learner_seconds"]
