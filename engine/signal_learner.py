@@ -59,6 +59,7 @@ class SignalLearner:
         self.horizon_ns = parse_duration_ns(config.horizon)
         self.learner = DelayedLearner(make_regressor(config.model, config.seed), self.horizon_ns)
         self._waiting: list[_Waiting] = []
+        self._unscorable: list[str] = []  # signals with no entry to score from
         self.labelled = 0
         self.maintenance = (ModelMaintenance(symbol, config, config.maintenance)
                             if config.maintenance is not None else None)
@@ -72,7 +73,10 @@ class SignalLearner:
                                                                          str]]:
         """A primary bar closed: fold its range into the waiting signals, label those whose
         horizon has passed, learn what has matured. Returns (signal id, reward, why none)."""
-        labels = []
+        labels: list[tuple[str, float | None, str]] = [
+            (signal_id, None, "no direction or entry price to score the signal from")
+            for signal_id in self._unscorable]
+        self._unscorable = []
         still = []
         for waiting in self._waiting:
             if ts_close > waiting.ts_event:
@@ -114,6 +118,7 @@ class SignalLearner:
                                           dict(features), prediction))
         else:
             self.learner.pending.pop(signal_id, None)
+            self._unscorable.append(signal_id)
         return prediction
 
     def acts(self, prediction: float) -> bool:

@@ -161,12 +161,6 @@ class SignalLedger:
         del self._open[signal_id]
         return self._row(entry)
 
-    def note_null(self, signal_id: str, column: str, reason: str) -> None:
-        """Why `column` of the signal's row stays empty (kept only if it does)."""
-        entry = self._open.get(signal_id)
-        if entry is not None:
-            entry.null_reasons[column] = reason
-
     def close_all(self) -> list[dict[str, Any]]:
         """End of stream: every unfinished row, in the order opened; signals still waiting for
         a fill count as acted, labels still to come stay empty and say why."""

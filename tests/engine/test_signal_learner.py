@@ -89,3 +89,11 @@ def test_a_dex_led_run_needs_its_pools_and_one_pool_per_pair() -> None:
     with pytest.raises(ValueError, match="one pool per CEX pair"):
         parse_config({"timeframes": ["1s"], "strategy": {"kind": "dex_led"},
                       "dex": {"pools": [pool, pool]}})
+
+
+def test_a_signal_without_an_entry_price_is_labelled_empty_with_its_reason() -> None:
+    learner = _learner()
+    learner.predict("s0", 0, 1, math.nan, {"direction": 1.0})
+    assert learner.on_bar(MINUTE, 101.0, 99.0) == [
+        ("s0", None, "no direction or entry price to score the signal from")]
+    assert learner.labelled == 0 and not learner.learner.pending
