@@ -159,6 +159,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     summary = journal_summary(Path(args.journal), args.initial_equity)
     summary["journal"] = args.journal
     print_summary(summary)
+    from engine.cli_research import print_performance
+
+    print_performance(Path(args.journal), args.initial_equity)
     return 0
 
 
@@ -385,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_control_command(commands)
 
+    from engine.cli_research import add_bench_montecarlo, add_journal_commands
+
+    add_journal_commands(commands)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True
     )
@@ -408,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_live.add_argument("--config", default=None, metavar="PATH")
     bench_live.add_argument("--out", default="benchmarks/live.json", metavar="FILE")
     bench_live.set_defaults(handler=_cmd_bench_live)
+    add_bench_montecarlo(bench)
     return parser
 
 

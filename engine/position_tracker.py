@@ -76,6 +76,7 @@ class OpenPosition:
     lowest_close: float = math.nan
     stop_price: float | None = None
     stop_reason: str = "stop_loss"
+    initial_risk: float = math.nan  # quantity x stop distance at each entry fill; NaN: no stop
     take_profits: list[ActiveTakeProfit] = field(default_factory=list)
     take_profits_hit: int = 0
     breakeven_offset_pct: float | None = None
@@ -233,6 +234,8 @@ class PositionTracker:
             position.quantity = total
             position.entry_quantity += quantity
             position.entry_fees += fee
+            if position.stop_price is not None:
+                position.initial_risk += quantity * abs(fill.price - position.stop_price)
             return
         position = OpenPosition(
             side=fill.side,
@@ -252,6 +255,7 @@ class PositionTracker:
             side = fill.side
             if plan.stop_distance is not None:
                 position.stop_price = fill.price - side * plan.stop_distance
+                position.initial_risk = quantity * plan.stop_distance
             for take_profit in plan.take_profits:
                 position.take_profits.append(
                     ActiveTakeProfit(
@@ -296,6 +300,9 @@ class PositionTracker:
             "fees": fees,
             "funding": position.funding,
             "return_pct": 100.0 * pnl / notional if notional > 0 else math.nan,
+            "initial_risk": position.initial_risk,
+            "r_multiple": (pnl / position.initial_risk
+                           if position.initial_risk > 0 else math.nan),
             "mfe": max(0.0, favourable) if math.isfinite(favourable) else 0.0,
             "mae": max(0.0, adverse) if math.isfinite(adverse) else 0.0,
             "exit_reason": reason,

@@ -27,6 +27,7 @@ from engine.indicator_spec import IndicatorSpec
 from engine.strategies.base import (
     BarView,
     ClosePosition,
+    ExitPlan,
     GuardedStrategy,
     PositionView,
     Signal,
@@ -325,6 +326,23 @@ def test_one_failing_call_does_not_stop_later_ones() -> None:
     assert (trade["exit_reason"], trade["quantity"], trade["side"]) == ("enough", 0.5, 1)
     kinds = [intent.intent_kind for intent, _ in run.gateway.decisions]
     assert kinds == ["entry", "exit"]
+
+
+def test_a_round_trip_records_its_initial_risk_and_r_multiple() -> None:
+    def script(index: int, bars: BarView, position: PositionView) -> Sequence[StrategyAction]:
+        if index == 1:
+            return [Signal(1, "go", quantity=0.5, exits=ExitPlan(stop_distance=2.0))]
+        if index == 5:
+            return [ClosePosition("enough")]
+        return []
+
+    [trade] = scripted_run(script).journal["trades"]
+    assert trade["initial_risk"] == pytest.approx(0.5 * 2.0)  # quantity x stop distance
+    assert trade["r_multiple"] == pytest.approx(trade["pnl"] / 1.0)
+    [stopless] = scripted_run(lambda i, bars, p: (
+        [Signal(1, "go", quantity=0.5)] if i == 1 else
+        [ClosePosition("enough")] if i == 5 else [])).journal["trades"]
+    assert math.isnan(stopless["initial_risk"]) and math.isnan(stopless["r_multiple"])
 
 
 def test_signal_when_already_positioned_is_not_acted() -> None:

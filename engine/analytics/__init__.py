@@ -1,0 +1,1 @@
+"""Research and reporting over a run's journal: performance metrics, Monte Carlo."""

@@ -1,0 +1,127 @@
+"""`ats journal ...` and `ats bench montecarlo`: working with a finished run's journal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from storage.journal_tools import query
+
+    names, rows = query(Path(args.journal), args.sql)
+    if names:
+        print("\t".join(names))
+    for row in rows:
+        print("\t".join("" if value is None else str(value) for value in row))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from storage.journal_tools import export
+
+    for path in export(Path(args.journal), Path(args.out), args.format):
+        print(path)
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    """Prints the comparison; exits 1 when the journals differ (like `diff`)."""
+    from storage.journal_tools import diff
+
+    report = diff(Path(args.a), Path(args.b))
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        print(format_diff(report, args.limit))
+    return 0 if report["identical"] else 1
+
+
+def format_diff(report: dict[str, Any], limit: int = 10) -> str:
+    """The terminal summary of `storage.journal_tools.diff`."""
+    if report["identical"]:
+        return "identical: every signal and fill matches, and so does the P&L"
+    lines = [f"the journals part at ts_event {report['first_difference_ts']}"]
+    for name, table in report["tables"].items():
+        lines.append(f"{name}: {table['matched']} matched, {len(table['changed'])} changed, "
+                     f"{len(table['only_a'])} only in A, {len(table['only_b'])} only in B")
+        for change in table["changed"][:limit]:
+            values = ", ".join(f"{field} {a} -> {b}" for field, (a, b) in
+                               change["changes"].items())
+            lines.append(f"  changed {change['at']}: {values}")
+        for side in ("only_a", "only_b"):
+            for row in table[side][:limit]:
+                lines.append(f"  {side.replace('_', ' in ').upper()[:9]}: {row}")
+    for name, values in report["pnl"].items():
+        lines.append(f"{name}: A {values['a']:.2f}, B {values['b']:.2f} "
+                     f"(B - A {values['difference']:+.2f})")
+    return "\n".join(lines)
+
+
+PERFORMANCE_ROWS = (
+    ("total_return", "total return", "pct"), ("cagr", "CAGR (365-day year)", "pct"),
+    ("sharpe", "Sharpe (daily, x sqrt 365)", "num"), ("sortino", "Sortino", "num"),
+    ("max_drawdown", "max drawdown", "pct"), ("calmar", "Calmar", "num"),
+    ("win_rate", "win rate", "pct"), ("average_rr", "average R:R", "num"),
+    ("profit_factor", "profit factor", "num"), ("expectancy_r", "expectancy (R)", "num"),
+    ("recovery_factor", "recovery factor", "num"), ("fee_to_pnl", "fees / P&L before fees",
+                                                     "pct"),
+    ("positive_months", "positive months", "pct"), ("alpha", "alpha (annual)", "pct"),
+    ("beta", "beta", "num"), ("information_ratio", "information ratio", "num"),
+)
+
+
+def print_performance(journal: Path, initial_equity: float | None = None) -> None:
+    """The metrics of `storage.performance_report` under the run summary."""
+    from storage.performance_report import journal_performance
+
+    report = journal_performance(journal, initial_equity)
+    metrics = report["metrics"]
+    width = max(len(label) for _, label, _ in PERFORMANCE_ROWS)
+    print()
+    for key, label, kind in PERFORMANCE_ROWS:
+        value = metrics.get(key, float("nan"))
+        text = f"{value:.2%}" if kind == "pct" else f"{value:.3f}"
+        print(f"  {label:<{width}}  {'n/a' if value != value else text}")
+    print(f"  {'benchmark':<{width}}  {report['benchmark']}")
+
+
+def _cmd_bench_montecarlo(args: argparse.Namespace) -> int:
+    from engine.bench import bench_montecarlo
+
+    report = bench_montecarlo(Path(args.out) if args.out else None, args.simulations,
+                              args.trades)
+    for key, value in report.items():
+        print(f"  {key:<26} {value}")
+    return 0
+
+
+def add_journal_commands(commands: Any) -> None:
+    journal = commands.add_parser("journal", help="query, export and compare journals"
+                                  ).add_subparsers(dest="journal_command", required=True)
+    sql = journal.add_parser("sql", help="run SQL on a journal (read-only)")
+    sql.add_argument("journal")
+    sql.add_argument("sql")
+    sql.set_defaults(handler=_cmd_sql)
+    exporter = journal.add_parser("export", help="tables as CSV or Parquet, or a tax CSV")
+    exporter.add_argument("journal")
+    exporter.add_argument("--format", choices=("csv", "parquet", "tax"), default="csv")
+    exporter.add_argument("--out", required=True, metavar="DIR")
+    exporter.set_defaults(handler=_cmd_export)
+    differ = journal.add_parser("diff", help="two journals of one stream, signal by signal, "
+                                "fill by fill and in P&L (exit 1 if they differ)")
+    differ.add_argument("a")
+    differ.add_argument("b")
+    differ.add_argument("--limit", type=int, default=10, help="rows shown per kind")
+    differ.add_argument("--json", action="store_true")
+    differ.set_defaults(handler=_cmd_diff)
+
+
+def add_bench_montecarlo(bench: Any) -> None:
+    parser = bench.add_parser("montecarlo", help="Monte Carlo of trade returns, both methods")
+    parser.add_argument("--simulations", type=int, default=10_000)
+    parser.add_argument("--trades", type=int, default=1_000)
+    parser.add_argument("--out", default="benchmarks/montecarlo.json", metavar="FILE")
+    parser.set_defaults(handler=_cmd_bench_montecarlo)

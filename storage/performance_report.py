@@ -1,0 +1,103 @@
+"""A run's performance read from its journal: the metrics of `engine.analytics.performance` over
+the `equity`, `trades`, `signals` and `features` tables.
+
+The benchmark is buy-and-hold of the traded symbols: the last close of each UTC day of each
+symbol's journaled bars (`features`), equal-weighted, over the days of the equity curve. A run
+whose config did not journal features has no benchmark (alpha, beta and information ratio NaN,
+and `benchmark` says why).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from engine.analytics.performance import (
+    EquityCurve,
+    TradeStats,
+    breakdown,
+    curve_metrics,
+    daily_closes,
+    daily_returns,
+    monthly_returns,
+    relative_to,
+    session_of,
+    weekday_of,
+)
+from storage.report import run_record
+
+
+def load_curve(connection: duckdb.DuckDBPyConnection, initial: float) -> EquityCurve:
+    rows = connection.execute("SELECT ts_event, equity FROM equity ORDER BY ts_event, key"
+                              ).fetchall()
+    ts = np.asarray([row[0] for row in rows], np.int64)
+    equity = np.asarray([row[1] for row in rows], np.float64)
+    return EquityCurve(ts, equity, initial)
+
+
+def journal_performance(journal_path: Path | str,
+                        initial_equity: float | None = None) -> dict[str, Any]:
+    """Every metric of the module docs, the monthly returns and the breakdowns."""
+    if initial_equity is None:
+        config = run_record(journal_path).get("config", {})
+        initial_equity = float(config.get("initial_equity", 100_000.0))
+    with duckdb.connect(str(journal_path), read_only=True) as connection:
+        curve = load_curve(connection, initial_equity)
+        trades = connection.execute(
+            "SELECT t.symbol, t.entry_ts, t.pnl, t.fees, t.r_multiple, s.regime "
+            "FROM trades t LEFT JOIN signals s ON s.key = t.entry_signal_id "
+            "ORDER BY t.exit_ts, t.key").fetchall()
+        closes = connection.execute(
+            "SELECT symbol, ts_close, close FROM features ORDER BY symbol, ts_close").fetchall()
+    metrics = curve_metrics(curve)
+    stats = TradeStats(
+        pnl=np.asarray([row[2] for row in trades], np.float64),
+        fees=np.asarray([row[3] for row in trades], np.float64),
+        r_multiple=np.asarray([math.nan if row[4] is None else row[4] for row in trades],
+                              np.float64))
+    metrics.update(stats.metrics(metrics["max_drawdown_amount"]))
+    benchmark, why = _benchmark(curve, closes)
+    metrics.update(relative_to(daily_returns(curve), benchmark) if benchmark is not None else
+                   {"alpha": math.nan, "beta": math.nan, "information_ratio": math.nan})
+    entries = [row[1] for row in trades]
+    return {
+        "metrics": metrics,
+        "benchmark": why,
+        "monthly_returns": monthly_returns(curve),
+        "breakdowns": {
+            "weekday": breakdown([weekday_of(ts) for ts in entries], stats.pnl,
+                                 stats.r_multiple),
+            "session": breakdown([session_of(ts) for ts in entries], stats.pnl,
+                                 stats.r_multiple),
+            "regime": breakdown([row[5] or "unknown" for row in trades], stats.pnl,
+                                stats.r_multiple),
+            "symbol": breakdown([row[0] for row in trades], stats.pnl, stats.r_multiple),
+        },
+    }
+
+
+def _benchmark(curve: EquityCurve, closes: list[tuple[str, int, float]]
+               ) -> tuple[np.ndarray | None, str]:
+    """Daily returns of equal-weighted buy-and-hold over the curve's days, or None and why."""
+    if not len(curve.ts):
+        return None, "no equity rows"
+    if not closes:
+        return None, "no journaled bars (replay.journal_features) to buy and hold"
+    days, _ = daily_closes(curve.ts, curve.equity)
+    series = []
+    for symbol in sorted({row[0] for row in closes}):
+        rows = [(ts, close) for name, ts, close in closes if name == symbol]
+        ts = np.asarray([row[0] for row in rows], np.int64)
+        close_days, close_values = daily_closes(ts, np.asarray([row[1] for row in rows]))
+        position = np.searchsorted(close_days, days, "right") - 1
+        if position[0] < 0:  # no close yet on the first day: start from the first close
+            position = np.maximum(position, 0)
+        values = close_values[position]
+        first = close_values[0]
+        series.append(values / np.r_[first, values[:-1]] - 1.0)
+    return np.mean(series, axis=0), "equal-weighted buy-and-hold of " + ", ".join(
+        sorted({row[0] for row in closes}))

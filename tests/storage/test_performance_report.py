@@ -1,0 +1,66 @@
+"""A month of the bundled klines (four trades a bar) replayed with the EMA cross: the journal's
+Sharpe, Sortino and max drawdown agree with an independent computation from its equity table
+(SQL day ends, Python's statistics module, a plain loop for the drawdown)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from engine.config import load_config
+from engine.runtime import REPO_ROOT, run_replay
+from storage.performance_report import journal_performance
+from tests.support.kline_tape import kline_tape
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory: pytest.TempPathFactory, klines_csv: Path) -> Path:
+    root = tmp_path_factory.mktemp("month")
+    tape = kline_tape(klines_csv, root / "tape")
+    config = load_config(REPO_ROOT / "configs" / "ema_cross.yaml")
+    return run_replay([tape], config, root / "journal.duckdb", in_process=True).journal_path
+
+
+def test_sharpe_sortino_and_drawdown_match_an_independent_computation(month: Path) -> None:
+    report = journal_performance(month)
+    metrics = report["metrics"]
+    with duckdb.connect(str(month), read_only=True) as connection:
+        day_ends = [row[1] for row in connection.execute(
+            "SELECT day, arg_max(equity, position) FROM ("
+            "  SELECT ts_event // 86400000000000 AS day, equity, "
+            "         row_number() OVER (ORDER BY ts_event, key) AS position FROM equity)"
+            " GROUP BY day ORDER BY day").fetchall()]
+        equity = [row[0] for row in connection.execute(
+            "SELECT equity FROM equity ORDER BY ts_event, key").fetchall()]
+        initial = 100_000.0
+    assert len(day_ends) >= 28
+    previous = [initial, *day_ends[:-1]]
+    returns = [end / before - 1 for end, before in zip(day_ends, previous, strict=True)]
+    sharpe = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(365)
+    downside = math.sqrt(sum(min(value, 0.0) ** 2 for value in returns) / len(returns))
+    sortino = statistics.mean(returns) / downside * math.sqrt(365)
+    peak, worst = initial, 0.0
+    for value in equity:
+        peak = max(peak, value)
+        worst = max(worst, (peak - value) / peak)
+    assert metrics["sharpe"] == pytest.approx(sharpe, rel=1e-9)
+    assert metrics["sortino"] == pytest.approx(sortino, rel=1e-9)
+    assert metrics["max_drawdown"] == pytest.approx(worst, rel=1e-9)
+    assert metrics["trades"] > 20 and metrics["max_drawdown"] > 0
+
+
+def test_the_report_has_monthly_returns_breakdowns_and_a_benchmark(month: Path) -> None:
+    report = journal_performance(month)
+    assert report["monthly_returns"][0][0].startswith("20")
+    assert "buy-and-hold of BTCUSDT" in report["benchmark"]
+    assert math.isfinite(report["metrics"]["beta"])
+    trades = int(report["metrics"]["trades"])
+    for name in ("weekday", "session", "regime", "symbol"):
+        assert sum(row["trades"] for row in report["breakdowns"][name]) == trades
+    assert {row["key"] for row in report["breakdowns"]["session"]} <= {"asia", "europe", "us"}
