@@ -229,7 +229,7 @@ def bench_montecarlo(out: Path | None = None, simulations: int = 10_000, trades:
         timings = []
         for _ in range(repeats):
             start = time.perf_counter()
-            result = simulate(returns, method, config, trades_per_year=365)  # type: ignore[arg-type]
+            result = simulate(returns, method, config, trades_per_year=365)
             timings.append(time.perf_counter() - start)
         report[f"{method}_s"] = round(min(timings), 3)
         report[f"{method}_ruin_probability"] = result["ruin_probability"]

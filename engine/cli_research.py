@@ -86,6 +86,18 @@ def print_performance(journal: Path, initial_equity: float | None = None) -> Non
         text = f"{value:.2%}" if kind == "pct" else f"{value:.3f}"
         print(f"  {label:<{width}}  {'n/a' if value != value else text}")
     print(f"  {'benchmark':<{width}}  {report['benchmark']}")
+    from storage.performance_report import journal_monte_carlo
+
+    carlo = journal_monte_carlo(journal, initial_equity=initial_equity)
+    if "skipped" in carlo:
+        print(f"  {'Monte Carlo':<{width}}  {carlo['skipped']}")
+        return
+    for method, result in carlo.items():
+        returns, drawdown = result["total_return"], result["max_drawdown"]
+        print(f"  {'Monte Carlo, ' + method:<{width}}  {result['simulations']:,} runs of "
+              f"{result['trades']} trades: return p5/p50/p95 {returns['p5']:.2%} / "
+              f"{returns['p50']:.2%} / {returns['p95']:.2%}; max drawdown p95 "
+              f"{drawdown['p95']:.2%}; {result['verdict']}")
 
 
 def _cmd_bench_montecarlo(args: argparse.Namespace) -> int:

@@ -101,3 +101,28 @@ def _benchmark(curve: EquityCurve, closes: list[tuple[str, int, float]]
         series.append(values / np.r_[first, values[:-1]] - 1.0)
     return np.mean(series, axis=0), "equal-weighted buy-and-hold of " + ", ".join(
         sorted({row[0] for row in closes}))
+
+
+def journal_monte_carlo(journal_path: Path | str, simulations: int = 10_000, seed: int = 7,
+                        initial_equity: float | None = None) -> dict[str, Any]:
+    """Both Monte Carlo methods (`engine.analytics.monte_carlo`) over the run's round trips, in
+    the order they closed; the Sharpe annualised by the run's trades per year (its trades over
+    the span of its equity curve, at least one day)."""
+    from engine.analytics.monte_carlo import METHODS, MonteCarloConfig, simulate, trade_returns
+
+    if initial_equity is None:
+        config = run_record(journal_path).get("config", {})
+        initial_equity = float(config.get("initial_equity", 100_000.0))
+    with duckdb.connect(str(journal_path), read_only=True) as connection:
+        pnl = np.asarray([row[0] for row in connection.execute(
+            "SELECT pnl FROM trades ORDER BY exit_ts, key").fetchall()], np.float64)
+        span = connection.execute("SELECT min(ts_event), max(ts_event) FROM equity").fetchone()
+    if len(pnl) < 2:
+        return {"skipped": f"{len(pnl)} round trips: Monte Carlo needs 2 or more"}
+    days = 1.0
+    if span is not None and span[0] is not None:
+        days = max(1.0, (int(span[1]) - int(span[0])) / 86_400_000_000_000)
+    returns = trade_returns(pnl, initial_equity)
+    config = MonteCarloConfig(simulations=simulations, seed=seed)
+    return {method: simulate(returns, method, config, trades_per_year=len(pnl) * 365 / days)
+            for method in METHODS}

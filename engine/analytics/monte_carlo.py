@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-METHODS = ("reorder", "resample")
+Method = Literal["reorder", "resample"]
+METHODS: tuple[Method, ...] = ("reorder", "resample")
 PERCENTILES = (5, 50, 95)
 _BLOCK = 2_000
 
@@ -73,7 +74,7 @@ def _paths(returns: np.ndarray) -> dict[str, np.ndarray]:
             "minimum": with_start.min(axis=1)}
 
 
-def simulate(returns: np.ndarray, method: Literal["reorder", "resample"],
+def simulate(returns: np.ndarray, method: Method,
              config: MonteCarloConfig, trades_per_year: float | None = None) -> dict[str, Any]:
     """The report of the module docs for one method."""
     if method not in METHODS:

@@ -64,3 +64,17 @@ def test_the_report_has_monthly_returns_breakdowns_and_a_benchmark(month: Path) 
     for name in ("weekday", "session", "regime", "symbol"):
         assert sum(row["trades"] for row in report["breakdowns"][name]) == trades
     assert {row["key"] for row in report["breakdowns"]["session"]} <= {"asia", "europe", "us"}
+
+
+def test_monte_carlo_of_the_runs_trades(month: Path) -> None:
+    from storage.performance_report import journal_monte_carlo
+
+    report = journal_monte_carlo(month, simulations=2_000)
+    reorder, resample = report["reorder"], report["resample"]
+    metrics = journal_performance(month)["metrics"]
+    # reordering keeps the product of the trade returns: the run's realised return
+    assert reorder["total_return"]["p50"] == pytest.approx(
+        metrics["net_profit"] / 100_000.0, rel=1e-6)
+    assert resample["total_return"]["p5"] < resample["total_return"]["p95"]
+    assert reorder["trades"] == metrics["trades"]
+    assert reorder["verdict"].startswith(("pass", "fail"))
