@@ -80,6 +80,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_ohlc(args: argparse.Namespace) -> int:
+    from engine.synth_ohlc import ohlc_tape
+
+    print(json.dumps(ohlc_tape(Path(args.bars), Path(args.out), args.symbol, args.minutes)))
+    return 0
+
+
 def _cmd_synth_from_dex(args: argparse.Namespace) -> int:
     from engine.dex.derived_tape import cex_tape_from_dex
 
@@ -267,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     from_bars.add_argument("--seed", type=int, default=0)
     from_bars.add_argument("--symbol", default="BTCUSDT")
     from_bars.set_defaults(handler=_cmd_synth)
+    ohlc = synth.add_parser("ohlc", help="a light tape: four trades a bar (open, extremes, "
+                            "close), for research runs")
+    ohlc.add_argument("--bars", required=True, metavar="CSV")
+    ohlc.add_argument("--out", required=True, metavar="TAPE")
+    ohlc.add_argument("--minutes", type=int, default=None)
+    ohlc.add_argument("--symbol", default="BTCUSDT")
+    ohlc.set_defaults(handler=_cmd_synth_ohlc)
     from_dex = synth.add_parser(
         "from-dex", help="a CEX trade tape derived from a DEX tape's swaps (marked derived)")
     from_dex.add_argument("--dex-tape", required=True, metavar="DIR",
@@ -388,9 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_control_command(commands)
 
-    from engine.cli_research import add_bench_montecarlo, add_journal_commands
+    from engine.cli_research import (
+        add_bench_montecarlo,
+        add_journal_commands,
+        add_walkforward_command,
+    )
 
     add_journal_commands(commands)
+    add_walkforward_command(commands)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True

@@ -100,6 +100,67 @@ def print_performance(journal: Path, initial_equity: float | None = None) -> Non
               f"{drawdown['p95']:.2%}; {result['verdict']}")
 
 
+def parse_param(text: str) -> tuple[str, list[Any]]:
+    """`key=v1,v2,...` with numbers as numbers: ("strategy.donchian_period", [10, 20])."""
+    key, separator, values = text.partition("=")
+    if not separator or not key or not values:
+        raise ValueError(f"--param {text!r}: write key=value1,value2 (dotted config key)")
+    parsed: list[Any] = []
+    for value in values.split(","):
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            parsed.append(lowered == "true")
+            continue
+        for kind in (int, float):
+            try:
+                parsed.append(kind(value))
+                break
+            except ValueError:
+                continue
+        else:
+            parsed.append(value.strip())
+    return key.strip(), parsed
+
+
+def _cmd_walkforward(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+    from engine.walk_forward_run import run_walk_forward
+
+    params = dict(parse_param(text) for text in args.param)
+    report = run_walk_forward(
+        Path(args.tape), load_config(args.config), params, in_sample=args.in_sample,
+        out_of_sample=args.out_of_sample, step=args.step, search=args.search,
+        samples=args.samples, seed=args.seed, min_ratio=args.min_ratio,
+        parallel=not args.sequential, out=Path(args.out) if args.out else None)
+    for row in report["windows"]:
+        print(f"  window {row['window']:>2}  best {row['best']:<50}  in-sample Sharpe "
+              f"{row['in_sample_sharpe']:8.2f}  out-of-sample {row['out_of_sample_sharpe']:8.2f}"
+              f"  {'pass' if row['passed'] else 'FAIL'}")
+    verdict = "accepted" if report["accepted"] else "rejected"
+    print(f"  {verdict}: {report['passed_windows']} of {len(report['windows'])} windows hold "
+          f"{report['min_ratio']:.0%} of their in-sample Sharpe out of sample")
+    return 0
+
+
+def add_walkforward_command(commands: Any) -> None:
+    parser = commands.add_parser("walkforward", help="walk-forward validation of parameters "
+                                 "on a tape, candidates as parallel Ray tasks")
+    parser.add_argument("--tape", required=True, metavar="PATH")
+    parser.add_argument("--config", required=True, metavar="PATH")
+    parser.add_argument("--param", action="append", required=True, metavar="KEY=V1,V2",
+                        help="a dotted config key and its values (repeatable)")
+    parser.add_argument("--in-sample", default="6d")
+    parser.add_argument("--out-of-sample", default="2d")
+    parser.add_argument("--step", default="2d")
+    parser.add_argument("--search", choices=("grid", "random"), default="grid")
+    parser.add_argument("--samples", type=int, default=10, help="random search: candidates")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--min-ratio", type=float, default=0.7)
+    parser.add_argument("--sequential", action="store_true", help="no Ray: one after another")
+    parser.add_argument("--out", default=None, metavar="DIR", help="writes walkforward.json")
+    parser.set_defaults(handler=_cmd_walkforward)
+
+
 def _cmd_bench_montecarlo(args: argparse.Namespace) -> int:
     from engine.bench import bench_montecarlo
 
