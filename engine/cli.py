@@ -169,6 +169,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from engine.cli_research import print_performance
 
     print_performance(Path(args.journal), args.initial_equity)
+    if args.out:
+        from storage.html_report import write_html_report
+
+        written = write_html_report(args.journal, args.out, args.walkforward)
+        print(f"\n  report written to {written}")
     return 0
 
 
@@ -367,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("journal", metavar="JOURNAL")
     report.add_argument("--initial-equity", type=float, default=None,
                         help="default: the run's configured initial equity")
+    report.add_argument("--out", default=None, metavar="HTML",
+                        help="also write a self-contained HTML report there")
+    report.add_argument("--walkforward", default=None, metavar="JSON",
+                        help="a walkforward.json whose windows the HTML report shows")
     report.set_defaults(handler=_cmd_report)
 
     serve = commands.add_parser("serve", help="a loopback Binance exchange replaying captures")

@@ -112,3 +112,18 @@ def simulate(returns: np.ndarray, method: Method,
     report["verdict"] = ("pass" if ruin <= config.max_ruin_probability else "fail") + (
         f": ruin probability {ruin:.2%} against the {config.max_ruin_probability:.0%} limit")
     return report
+
+
+def fan(returns: np.ndarray, method: Method, config: MonteCarloConfig,
+        levels: tuple[int, ...] = (5, 25, 50, 75, 95), paths: int = 2_000) -> np.ndarray:
+    """Percentiles of equity (from 1.0) after each trade over `paths` simulated paths: an array
+    of shape (len(levels), trades + 1), for the report's fan chart."""
+    returns = np.asarray(returns, np.float64)
+    rng = np.random.default_rng(config.seed)
+    shape = (min(paths, config.simulations), len(returns))
+    if method == "reorder":
+        drawn = rng.permuted(np.broadcast_to(returns, shape), axis=1)
+    else:
+        drawn = returns[rng.integers(0, len(returns), shape)]
+    equity = np.concatenate([np.ones((shape[0], 1)), np.cumprod(1.0 + drawn, axis=1)], axis=1)
+    return np.percentile(equity, levels, axis=0)

@@ -1,0 +1,152 @@
+"""`ats report JOURNAL --out report.html`: one self-contained HTML file of a run.
+
+It carries the metrics table, the equity and drawdown curves, the trades marked on the price,
+a monthly-returns heatmap, the Monte Carlo fan with both methods' percentiles, the breakdowns,
+and the walk-forward windows when a `walkforward.json` is given. Charts are inline SVG with no
+script and nothing fetched, so the file opens anywhere, offline, without console errors.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from engine.analytics import svg
+from engine.analytics.monte_carlo import MonteCarloConfig, fan, trade_returns
+from storage.performance_report import journal_monte_carlo, journal_performance, load_curve
+from storage.report import run_record
+
+NS_PER_DAY = 86_400_000_000_000
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:960px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border:1px solid #ddd}
+th{background:#f4f4f4;text-align:left}svg{width:100%;height:auto;background:#fff}
+.title{font-size:13px;font-weight:600}.tick{font-size:10px;fill:#666}
+.grid{stroke:#eee}.heatmap td{text-align:right;min-width:52px}.fail{color:#c62828}
+.pass{color:#2e7d32}
+"""
+
+
+def _number(value: Any, kind: str = "num") -> str:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.2%}" if kind == "pct" else f"{value:,.3f}"
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    body = "".join("<tr>" + "".join(
+        f"<td>{html.escape(_number(row[name]) if isinstance(row[name], float) else str(row[name]))}"
+        "</td>" for name in columns) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -> str:
+    """The report of the module docs as an HTML string."""
+    from engine.cli_research import PERFORMANCE_ROWS
+
+    record = run_record(journal)
+    initial = float(record.get("config", {}).get("initial_equity", 100_000.0))
+    performance = journal_performance(journal, initial)
+    metrics = performance["metrics"]
+    with duckdb.connect(str(journal), read_only=True) as connection:
+        curve = load_curve(connection, initial)
+        trades = connection.execute(
+            "SELECT symbol, side, entry_ts, exit_ts, entry_price, exit_price, pnl FROM trades "
+            "ORDER BY exit_ts, key").fetchall()
+        symbol = trades[0][0] if trades else None
+        closes = connection.execute(
+            "SELECT ts_close, close FROM features WHERE symbol = ? ORDER BY ts_close",
+            [symbol]).fetchall() if symbol else []
+    parts = [f"<h1>Run {html.escape(str(record.get('run_id', Path(journal).name)))}</h1>",
+             f"<p>{html.escape(str(record.get('input', '')))} &middot; "
+             f"{html.escape(str(record.get('config', {}).get('name', '')))}</p>",
+             "<h2>Metrics</h2>",
+             _table([{"metric": label, "value": _number(metrics.get(key), kind)}
+                     for key, label, kind in PERFORMANCE_ROWS]
+                    + [{"metric": "benchmark", "value": performance["benchmark"]}],
+                    ["metric", "value"])]
+    if len(curve.ts):
+        days = (curve.ts - curve.ts[0]) / NS_PER_DAY
+        peaks = np.maximum.accumulate(np.r_[initial, curve.equity])[1:]
+        parts += ["<h2>Equity and drawdown</h2>",
+                  svg.line_chart("equity (x: days)", days, [("equity", curve.equity,
+                                                             "#1f4e79")]),
+                  svg.line_chart("drawdown (x: days)", days,
+                                 [("drawdown", -(peaks - curve.equity) / peaks, "#c62828")],
+                                 ".1%")]
+    if closes and symbol is not None:
+        start = closes[0][0]
+        x = (np.asarray([row[0] for row in closes], np.int64) - start) / NS_PER_DAY
+        price = np.asarray([row[1] for row in closes], np.float64)
+        mine = [row for row in trades if row[0] == symbol]
+        parts += [f"<h2>Trades on {html.escape(symbol)}</h2>", svg.price_with_trades(
+            "entries (triangles) and exits (circles), x: days", x, price,
+            [((row[2] - start) / NS_PER_DAY, row[4], row[1]) for row in mine],
+            [((row[3] - start) / NS_PER_DAY, row[5], row[6]) for row in mine])]
+    parts += ["<h2>Monthly returns</h2>", svg.heatmap("monthly returns",
+                                                      performance["monthly_returns"])]
+    parts += _monte_carlo_section(journal, initial, [row[6] for row in trades])
+    for name, rows in performance["breakdowns"].items():
+        if rows:
+            parts += [f"<h2>By {name}</h2>", _table(rows, ["key", "trades", "win_rate", "pnl",
+                                                           "mean_r"])]
+    if walkforward is not None:
+        parts += _walkforward_section(walkforward)
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>ATS report</title><style>{_STYLE}</style></head><body>"
+            + "".join(parts) + "</body></html>")
+
+
+def _monte_carlo_section(journal: Path | str, initial: float, pnl: list[float]) -> list[str]:
+    carlo = journal_monte_carlo(journal, initial_equity=initial)
+    if "skipped" in carlo:
+        return ["<h2>Monte Carlo</h2>", f"<p>{html.escape(carlo['skipped'])}</p>"]
+    returns = trade_returns(np.asarray(pnl, np.float64), initial)
+    levels = fan(returns, "resample", MonteCarloConfig())
+    steps = np.arange(levels.shape[1], dtype=np.float64)
+    chart = svg.band_chart("resampled equity, 5-95% and 25-75% of paths (x: trades)", steps,
+                           [(levels[0], levels[4], "rgba(31,78,121,0.15)"),
+                            (levels[1], levels[3], "rgba(31,78,121,0.30)")], levels[2])
+    rows = []
+    for method, result in carlo.items():
+        for name in ("total_return", "max_drawdown", "sharpe", "time_to_recover"):
+            kind = "pct" if name in ("total_return", "max_drawdown") else "num"
+            rows.append({"method": method, "measure": name,
+                         **{level: _number(result[name][level], kind)
+                            for level in ("p5", "p50", "p95")}})
+    verdicts = "".join(f"<p class=\"{'pass' if result['verdict'].startswith('pass') else 'fail'}"
+                       f"\">{method}: {html.escape(result['verdict'])}</p>"
+                       for method, result in carlo.items())
+    return ["<h2>Monte Carlo</h2>", chart, verdicts,
+            _table(rows, ["method", "measure", "p5", "p50", "p95"])]
+
+
+def _walkforward_section(report: dict[str, Any]) -> list[str]:
+    rows = [{"window": row["window"], "best": row["best"],
+             "in-sample Sharpe": row["in_sample_sharpe"],
+             "out-of-sample Sharpe": row["out_of_sample_sharpe"],
+             "passed": "pass" if row["passed"] else "fail"} for row in report["windows"]]
+    verdict = "accepted" if report["accepted"] else "rejected"
+    return ["<h2>Walk-forward</h2>",
+            f"<p>{verdict}: {report['passed_windows']} of {len(rows)} windows hold "
+            f"{report['min_ratio']:.0%} of their in-sample Sharpe</p>",
+            _table(rows, ["window", "best", "in-sample Sharpe", "out-of-sample Sharpe",
+                          "passed"])]
+
+
+def write_html_report(journal: Path | str, out: Path | str,
+                      walkforward: Path | str | None = None) -> Path:
+    """Write the report; `walkforward` is a `walkforward.json` to include."""
+    report = json.loads(Path(walkforward).read_text()) if walkforward is not None else None
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(build_html(journal, report))
+    return target
