@@ -72,6 +72,8 @@ class OpenPosition:
     funding: float = 0.0  # paid while open (received is negative), quote currency
     max_price: float = math.nan
     min_price: float = math.nan
+    max_ts: int | None = None  # when max_price was first reached
+    min_ts: int | None = None
     highest_close: float = math.nan
     lowest_close: float = math.nan
     stop_price: float | None = None
@@ -126,17 +128,18 @@ class PositionTracker:
 
     # ------------------------------------------------------------------ market observations
 
-    def observe_trades(self, prices: np.ndarray) -> None:
-        """Extend the price extremes of the open round trip (for MFE/MAE)."""
+    def observe_trades(self, prices: np.ndarray, ts: np.ndarray) -> None:
+        """Extend the price extremes of the open round trip and when they were first reached
+        (for MFE/MAE and their timing)."""
         position = self.position
         if position is None or not len(prices):
             return
-        high = float(prices.max())
-        low = float(prices.min())
-        position.max_price = (
-            high if math.isnan(position.max_price) else max(position.max_price, high)
-        )
-        position.min_price = low if math.isnan(position.min_price) else min(position.min_price, low)
+        top, bottom = int(prices.argmax()), int(prices.argmin())
+        high, low = float(prices[top]), float(prices[bottom])
+        if math.isnan(position.max_price) or high > position.max_price:
+            position.max_price, position.max_ts = high, int(ts[top])
+        if math.isnan(position.min_price) or low < position.min_price:
+            position.min_price, position.min_ts = low, int(ts[bottom])
 
     def observe_close(self, close: float) -> None:
         """A primary bar closed: extend the closes' extremes since entry."""
@@ -305,6 +308,12 @@ class PositionTracker:
                            if position.initial_risk > 0 else math.nan),
             "mfe": max(0.0, favourable) if math.isfinite(favourable) else 0.0,
             "mae": max(0.0, adverse) if math.isfinite(adverse) else 0.0,
+            # when the best and worst prices of the trip were first reached (NaN-free: the
+            # entry's time when no trade was seen while open)
+            "mfe_ts": (position.max_ts if position.side > 0 else position.min_ts)
+            or position.entry_ts,
+            "mae_ts": (position.min_ts if position.side > 0 else position.max_ts)
+            or position.entry_ts,
             "exit_reason": reason,
             "entry_signal_id": position.signal_id,
             "entry_score": math.nan if position.score is None else position.score,

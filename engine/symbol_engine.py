@@ -404,7 +404,8 @@ class SymbolEngine:
             trigger = tracker.first_trigger(trades.ts_event, trades.price, search_from, limit)
             if trigger is not None:
                 index = trigger.index
-                tracker.observe_trades(trades.price[start : index + 1])
+                tracker.observe_trades(trades.price[start : index + 1],
+                                       trades.ts_event[start : index + 1])
                 cursor.trade_cursor = index  # the exit order may fill at this very trade
                 cursor.trigger_from = index + 1
                 price = float(trades.price[index])
@@ -414,7 +415,8 @@ class SymbolEngine:
                 )
                 return True
         if fill_index is not None:
-            tracker.observe_trades(trades.price[start : fill_index + 1])
+            tracker.observe_trades(trades.price[start : fill_index + 1],
+                                   trades.ts_event[start : fill_index + 1])
             flow.fill(cursor.batch, fill_index)
             # The trade stays available to the next order in flight (a trade is a price, not
             # consumed liquidity), but levels set by this fill are checked from the next trade.
@@ -422,7 +424,7 @@ class SymbolEngine:
             cursor.trigger_from = max(cursor.trigger_from, fill_index + 1)
             return True
         if limit > start:
-            tracker.observe_trades(trades.price[start:limit])
+            tracker.observe_trades(trades.price[start:limit], trades.ts_event[start:limit])
             cursor.trade_cursor = limit
         return False
 

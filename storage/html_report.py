@@ -94,6 +94,7 @@ def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -
     parts += ["<h2>Monthly returns</h2>", svg.heatmap("monthly returns",
                                                       performance["monthly_returns"])]
     parts += _monte_carlo_section(journal, initial, [row[6] for row in trades])
+    parts += _post_trade_section(journal)
     for name, rows in performance["breakdowns"].items():
         if rows:
             parts += [f"<h2>By {name}</h2>", _table(rows, ["key", "trades", "win_rate", "pnl",
@@ -127,6 +128,30 @@ def _monte_carlo_section(journal: Path | str, initial: float, pnl: list[float]) 
                        for method, result in carlo.items())
     return ["<h2>Monte Carlo</h2>", chart, verdicts,
             _table(rows, ["method", "measure", "p5", "p50", "p95"])]
+
+
+def _post_trade_section(journal: Path | str) -> list[str]:
+    from engine.analytics.post_trade import worst_and_best
+    from storage.performance_report import journal_post_trade
+
+    analysis = journal_post_trade(journal)
+    if not analysis["trades"]:
+        return []
+    trades = worst_and_best(analysis["trades"], "return")
+    return ["<h2>Post-trade</h2>",
+            "<p>Worst and best trades: MFE/MAE from entry, the share of the MFE kept "
+            "(capture), minutes to the MFE and from it to the exit.</p>",
+            _table(trades, ["key", "exit_reason", "return", "mfe", "mae", "capture",
+                            "minutes_to_mfe", "minutes_after_mfe"]),
+            "<h3>Signal components at entry</h3>",
+            _table(analysis["attribution"], ["component", "with", "with_win_rate",
+                                             "with_mean_return", "without", "without_win_rate",
+                                             "without_mean_return", "uplift"]),
+            "<h3>Scorecard per signal source (latest 50 trades)</h3>",
+            _table(analysis["scorecard"], ["source", "trades", "strong_threshold",
+                                           "strong_trades", "strong_win_rate",
+                                           "strong_mean_return", "false_positive_rate",
+                                           "decay_minutes"])]
 
 
 def _walkforward_section(report: dict[str, Any]) -> list[str]:

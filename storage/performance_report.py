@@ -126,3 +126,40 @@ def journal_monte_carlo(journal_path: Path | str, simulations: int = 10_000, see
     config = MonteCarloConfig(simulations=simulations, seed=seed)
     return {method: simulate(returns, method, config, trades_per_year=len(pnl) * 365 / days)
             for method in METHODS}
+
+
+def journal_post_trade(journal_path: Path | str, window: int = 50) -> dict[str, Any]:
+    """`engine.analytics.post_trade` over the journal's round trips and their entry signals."""
+    import json
+
+    from engine.analytics.post_trade import attribution, components_of, scorecard, timing
+
+    with duckdb.connect(str(journal_path), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT t.key, t.symbol, t.side, t.entry_ts, t.exit_ts, t.entry_price, "
+            "t.exit_price, t.mfe, t.mae, t.mfe_ts, t.exit_reason, t.return_pct, "
+            "s.reason, s.score, s.details, s.signal_type FROM trades t "
+            "LEFT JOIN signals s ON s.key = t.entry_signal_id ORDER BY t.exit_ts, t.key"
+        ).fetchall()
+    if not rows:
+        return {"trades": [], "attribution": [], "scorecard": []}
+
+    def column(index: int) -> np.ndarray:
+        return np.asarray([row[index] for row in rows], np.float64)
+
+    columns = timing(column(2), column(3), column(4), column(5), column(6), column(7),
+                     column(9))
+    returns = column(11) / 100.0
+    details = [json.loads(row[14]) if row[14] else None for row in rows]
+    trades = [{"key": row[0], "symbol": row[1], "exit_reason": row[10], "mfe": row[7],
+               "mae": row[8], "return": float(returns[index]),
+               **{name: float(values[index]) for name, values in columns.items()}}
+              for index, row in enumerate(rows)]
+    return {
+        "trades": trades,
+        "attribution": attribution([components_of(item, row[15])
+                                    for item, row in zip(details, rows, strict=True)], returns),
+        "scorecard": scorecard([row[12] or "unknown" for row in rows],
+                               [row[13] for row in rows], returns,
+                               columns["minutes_to_mfe"], window),
+    }

@@ -231,6 +231,7 @@ JOURNAL_TABLES: dict[str, pa.Schema] = {
             ("exit_ts", _I), ("entry_price", _F), ("exit_price", _F), ("quantity", _F),
             ("pnl", _F), ("fees", _F), ("funding", _F), ("return_pct", _F),
             ("initial_risk", _F), ("r_multiple", _F), ("mfe", _F), ("mae", _F),
+            ("mfe_ts", _I), ("mae_ts", _I),
             ("exit_reason", _S), ("entry_signal_id", _S), ("entry_score", _F),
         ]
     ),

@@ -44,7 +44,7 @@ def test_the_report_renders_its_charts_without_console_errors(journal: Path,
                  str(_walkforward(tmp_path / "walkforward.json"))]) == 0
     text = page.read_text()
     for heading in ("Metrics", "Equity and drawdown", "Trades on BTCUSDT", "Monthly returns",
-                    "Monte Carlo", "By session", "Walk-forward"):
+                    "Monte Carlo", "Post-trade", "By session", "Walk-forward"):
         assert f"<h2>{heading}</h2>" in text
     assert "<script" not in text and "http" not in text  # self-contained: nothing fetched
     assert text.count("<svg") >= 4  # equity, drawdown, trades, Monte Carlo fan

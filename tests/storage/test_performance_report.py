@@ -78,3 +78,23 @@ def test_monte_carlo_of_the_runs_trades(month: Path) -> None:
     assert resample["total_return"]["p5"] < resample["total_return"]["p95"]
     assert reorder["trades"] == metrics["trades"]
     assert reorder["verdict"].startswith(("pass", "fail"))
+
+
+def test_post_trade_analysis_of_the_runs_trades(month: Path) -> None:
+    from storage.performance_report import journal_post_trade
+
+    analysis = journal_post_trade(month)
+    with duckdb.connect(str(month), read_only=True) as connection:
+        spans = connection.execute(
+            "SELECT entry_ts, exit_ts, mfe_ts, mae_ts FROM trades ORDER BY exit_ts, key"
+        ).fetchall()
+    assert len(analysis["trades"]) == len(spans) > 20
+    for (entry, exit_, best, worst), trade in zip(spans, analysis["trades"], strict=True):
+        assert entry <= best <= exit_ and entry <= worst <= exit_
+        assert trade["capture"] <= 1.0 + 1e-9 or math.isnan(trade["capture"])
+        assert trade["minutes_to_mfe"] + trade["minutes_after_mfe"] == pytest.approx(
+            (exit_ - entry) / 60e9)
+    assert {row["source"] for row in analysis["scorecard"]} == {"ema_cross_up",
+                                                                "ema_cross_down"}
+    assert {row["component"] for row in analysis["attribution"]} == {"ema_cross_up",
+                                                                     "ema_cross_down"}
