@@ -152,8 +152,9 @@ def add_walkforward_command(commands: Any) -> None:
     parser.add_argument("--in-sample", default="6d")
     parser.add_argument("--out-of-sample", default="2d")
     parser.add_argument("--step", default="2d")
-    parser.add_argument("--search", choices=("grid", "random"), default="grid")
-    parser.add_argument("--samples", type=int, default=10, help="random search: candidates")
+    parser.add_argument("--search", choices=("grid", "random", "bayesian"), default="grid")
+    parser.add_argument("--samples", type=int, default=10,
+                        help="random: candidates; bayesian: trials per window")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-ratio", type=float, default=0.7)
     parser.add_argument("--sequential", action="store_true", help="no Ray: one after another")

@@ -2,10 +2,13 @@
 like `engine.experiment_run` for experiments).
 
 Candidates are parameter overrides of the run config by dotted key
-(`strategy.donchian_period=10,20,30`): every combination (`grid`), or `samples` of them drawn
-without replacement with a seed (`random`). Bayesian search is not offered: no library for it is
-installed. Each candidate is one replay of the whole tape, in process, as a parallel Ray task
-(or one after the other with `parallel=False`); the windows then read their equity curves.
+(`strategy.donchian_period=10,20,30`): every combination (`grid`), `samples` of them drawn
+without replacement with a seed (`random`), or chosen by optuna's TPE sampler (`bayesian`): per
+window a seeded study of `samples` trials maximising the in-sample Sharpe, each trial learning
+from the last, so they run one after another. Each candidate is one replay of the whole tape, in
+process: grid and random ones as parallel Ray tasks (or one after the other with
+`parallel=False`), Bayesian ones once each, whichever window asks first. The windows then read
+the candidates' equity curves: a window picks the best in-sample candidate among all evaluated.
 Writes `walkforward.json` (windows, candidates, settings) into `out` when given.
 """
 
@@ -13,8 +16,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,12 +26,14 @@ import duckdb
 import numpy as np
 
 from engine.analytics.performance import EquityCurve
-from engine.analytics.walk_forward import rolling_windows, walk_forward
+from engine.analytics.walk_forward import Window, rolling_windows, walk_forward, window_metrics
 from engine.config import RunConfig, parse_config
 from engine.timeframes import parse_duration_ns
 
+Search = Literal["grid", "random", "bayesian"]
 
-def candidates(params: Mapping[str, Sequence[Any]], search: Literal["grid", "random"] = "grid",
+
+def candidates(params: Mapping[str, Sequence[Any]], search: Search = "grid",
                samples: int = 10, seed: int = 7) -> list[dict[str, Any]]:
     """The parameter sets of the module docs, in a stable order."""
     if not params:
@@ -38,7 +44,7 @@ def candidates(params: Mapping[str, Sequence[Any]], search: Literal["grid", "ran
     if search == "grid":
         return grid
     if search != "random":
-        raise ValueError(f"search {search!r}: use grid or random")
+        raise ValueError(f"search {search!r}: candidates are listed for grid or random")
     chosen = np.random.default_rng(seed).choice(len(grid), size=min(samples, len(grid)),
                                                 replace=False)
     return [grid[index] for index in sorted(chosen)]
@@ -77,36 +83,87 @@ def replay_equity(tape: str, config_json: str) -> tuple[np.ndarray, np.ndarray, 
             np.asarray([row[1] for row in rows], np.float64), summary)
 
 
-def run_walk_forward(tape: Path, config: RunConfig, params: Mapping[str, Sequence[Any]], *,
-                     in_sample: str, out_of_sample: str, step: str,
-                     search: Literal["grid", "random"] = "grid", samples: int = 10,
-                     seed: int = 7, min_ratio: float = 0.7, parallel: bool = True,
-                     out: Path | None = None, ray_address: str | None = None) -> dict[str, Any]:
-    """Run the walk-forward of the module docs and return its report."""
-    sets = candidates(params, search, samples, seed)
-    configs = [with_overrides(config, overrides) for overrides in sets]
-    labels = [", ".join(f"{key}={value}" for key, value in overrides.items())
-              for overrides in sets]
-    payloads = [item.model_dump_json() for item in configs]
-    if parallel:
-        import ray
+Run = tuple[np.ndarray, np.ndarray, dict[str, Any]]
 
-        from actors.experiment_tasks import replay_equity_task
-        from engine.runtime import start_ray
 
-        start_ray(address=ray_address)
-        runs = ray.get([replay_equity_task.remote(str(tape), payload) for payload in payloads])
-    else:
-        runs = [replay_equity(str(tape), payload) for payload in payloads]
-    curves = {label: EquityCurve(ts, equity, config.initial_equity)
-              for label, (ts, equity, _) in zip(labels, runs, strict=True)}
+def label_of(overrides: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in overrides.items())
+
+
+def _windows(runs: Sequence[Run], tape: Path, in_sample: str, out_of_sample: str,
+             step: str) -> list[Window]:
     starts = [int(ts[0]) for ts, _, _ in runs if len(ts)]
     ends = [int(ts[-1]) + 1 for ts, _, _ in runs if len(ts)]
     if not starts:
         raise ValueError(f"{tape}: no candidate produced an equity curve")
-    windows = rolling_windows(min(starts), max(ends), parse_duration_ns(in_sample),
-                              parse_duration_ns(out_of_sample), parse_duration_ns(step))
-    report = walk_forward(curves, windows, min_ratio)
+    return rolling_windows(min(starts), max(ends), parse_duration_ns(in_sample),
+                           parse_duration_ns(out_of_sample), parse_duration_ns(step))
+
+
+def _bayesian(evaluate: Callable[[dict[str, Any]], Run], params: Mapping[str, Sequence[Any]],
+              initial_equity: float, window_of: Callable[[Sequence[Run]], list[Window]],
+              trials: int, seed: int) -> tuple[list[dict[str, Any]], list[Run]]:
+    """Per window, an optuna TPE study (seeded per window) of `trials` trials maximising the
+    in-sample Sharpe; a candidate is replayed once, whichever window asks for it first."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cache: dict[str, tuple[dict[str, Any], Run]] = {}
+
+    def run_of(overrides: dict[str, Any]) -> Run:
+        label = label_of(overrides)
+        if label not in cache:
+            cache[label] = (overrides, evaluate(overrides))
+        return cache[label][1]
+
+    first = candidates(params)[0]
+    for window in window_of([run_of(first)]):
+        def objective(trial: Any, window: Window = window) -> float:
+            overrides = {key: trial.suggest_categorical(key, list(values))
+                         for key, values in params.items()}
+            ts, equity, _ = run_of(overrides)
+            sharpe = window_metrics(EquityCurve(ts, equity, initial_equity),
+                                    *window.in_sample)["sharpe"]
+            return sharpe if math.isfinite(sharpe) else -1e9
+
+        study = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed + window.index))
+        study.optimize(objective, n_trials=trials)
+    return [item[0] for item in cache.values()], [item[1] for item in cache.values()]
+
+
+def run_walk_forward(tape: Path, config: RunConfig, params: Mapping[str, Sequence[Any]], *,
+                     in_sample: str, out_of_sample: str, step: str,
+                     search: Search = "grid", samples: int = 10,
+                     seed: int = 7, min_ratio: float = 0.7, parallel: bool = True,
+                     out: Path | None = None, ray_address: str | None = None) -> dict[str, Any]:
+    """Run the walk-forward of the module docs and return its report."""
+    def payload(overrides: Mapping[str, Any]) -> str:
+        return with_overrides(config, overrides).model_dump_json()
+
+    def window_of(runs: Sequence[Run]) -> list[Window]:
+        return _windows(runs, tape, in_sample, out_of_sample, step)
+
+    if search == "bayesian":
+        sets, runs = _bayesian(lambda overrides: replay_equity(str(tape), payload(overrides)),
+                               params, config.initial_equity, window_of, samples, seed)
+    else:
+        sets = candidates(params, search, samples, seed)
+        payloads = [payload(overrides) for overrides in sets]
+        if parallel:
+            import ray
+
+            from actors.experiment_tasks import replay_equity_task
+            from engine.runtime import start_ray
+
+            start_ray(address=ray_address)
+            runs = ray.get([replay_equity_task.remote(str(tape), item) for item in payloads])
+        else:
+            runs = [replay_equity(str(tape), item) for item in payloads]
+    labels = [label_of(overrides) for overrides in sets]
+    curves = {label: EquityCurve(ts, equity, config.initial_equity)
+              for label, (ts, equity, _) in zip(labels, runs, strict=True)}
+    report = walk_forward(curves, window_of(runs), min_ratio)
     report.update({
         "tape": str(tape), "search": search, "seed": seed, "in_sample": in_sample,
         "out_of_sample": out_of_sample, "step": step,

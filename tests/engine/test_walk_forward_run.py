@@ -67,3 +67,17 @@ def test_candidates_and_overrides_are_checked() -> None:
     assert parse_param("strategy.stop_atr=1,1.5,x") == ("strategy.stop_atr", [1, 1.5, "x"])
     with pytest.raises(ValueError, match="key=value1,value2"):
         parse_param("strategy.stop_atr")
+
+
+def test_bayesian_search_is_seeded_and_replays_each_candidate_once(tape: Path) -> None:
+    config = load_config(REPO_ROOT / "configs" / "ema_cross.yaml")
+    settings = {"in_sample": "3d", "out_of_sample": "1d", "step": "1d",
+                "search": "bayesian", "samples": 3, "seed": 5}
+    first = run_walk_forward(tape, config, PARAMS, **settings)  # type: ignore[arg-type]
+    again = run_walk_forward(tape, config, PARAMS, **settings)  # type: ignore[arg-type]
+    assert first["windows"] == again["windows"]
+    labels = [candidate["label"] for candidate in first["candidates"]]
+    assert len(labels) == len(set(labels)) <= 4  # a candidate is replayed once
+    assert len(first["windows"]) == 4
+    for row in first["windows"]:
+        assert row["best"] in labels and set(row["in_sample_sharpes"]) == set(labels)
