@@ -412,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_control_command(commands)
 
     from engine.cli_research import (
-        add_bench_montecarlo,
         add_journal_commands,
+        add_research_benches,
         add_walkforward_command,
     )
 
@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_live.add_argument("--config", default=None, metavar="PATH")
     bench_live.add_argument("--out", default="benchmarks/live.json", metavar="FILE")
     bench_live.set_defaults(handler=_cmd_bench_live)
-    add_bench_montecarlo(bench)
+    add_research_benches(bench)
     return parser
 
 

@@ -193,9 +193,23 @@ def add_journal_commands(commands: Any) -> None:
     differ.set_defaults(handler=_cmd_diff)
 
 
-def add_bench_montecarlo(bench: Any) -> None:
+def _cmd_bench_research(args: argparse.Namespace) -> int:
+    from engine.bench import bench_research
+
+    report = bench_research(Path(args.bars), Path(args.out) if args.out else None)
+    for key, value in report.items():
+        print(f"  {key:<26} {value}")
+    return 0
+
+
+def add_research_benches(bench: Any) -> None:
     parser = bench.add_parser("montecarlo", help="Monte Carlo of trade returns, both methods")
     parser.add_argument("--simulations", type=int, default=10_000)
     parser.add_argument("--trades", type=int, default=1_000)
     parser.add_argument("--out", default="benchmarks/montecarlo.json", metavar="FILE")
     parser.set_defaults(handler=_cmd_bench_montecarlo)
+    research = bench.add_parser("research", help="walk-forward and Monte Carlo of the breakout "
+                                "plan on the bundled klines, timed")
+    research.add_argument("--bars", default="data/binance-1m/BTCUSDT_1m.csv", metavar="CSV")
+    research.add_argument("--out", default="benchmarks/research.json", metavar="FILE")
+    research.set_defaults(handler=_cmd_bench_research)

@@ -58,3 +58,13 @@ def test_bench_replay_agrees_with_the_reference(tmp_path: Path, klines_csv: Path
     assert written["plain_seconds_mean"] > 0 and written["learner_ratio_steady"] > 0
     assert 0 < written["actors_start_s"] < written["plain_seconds_mean"]
     assert 0 < written["learner_actors_start_s"] < written["learner_seconds"]
+
+
+def test_bench_montecarlo_times_both_methods(tmp_path: Path) -> None:
+    from engine.bench import bench_montecarlo
+
+    report = bench_montecarlo(tmp_path / "montecarlo.json", simulations=500, trades=100,
+                              repeats=1)
+    assert report["simulations"] == 500 and report["trades"] == 100
+    assert report["reorder_s"] > 0 and report["resample_s"] > 0
+    assert json.loads((tmp_path / "montecarlo.json").read_text()) == report
