@@ -14,9 +14,14 @@ from engine.rules.perps import HoldTimeExitConfig
 from engine.rules.profile import RiskProfile, load_profile
 from engine.runtime import SAMPLE_CONFIG, run_replay
 from storage.journal import read_table
+from storage.schemas import JOURNAL_TABLES, NONDETERMINISTIC_COLUMNS
 from tests.support.tapes import two_symbol_tape
 
 pytestmark = pytest.mark.slow
+
+# the column of `exit_reason` in rows read with deterministic_only=True
+EXIT_REASON = [name for name in JOURNAL_TABLES["trades"].names
+               if name not in NONDETERMINISTIC_COLUMNS].index("exit_reason")
 
 
 def _replay(journal: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -65,7 +70,7 @@ def test_a_rule_that_flattens_closes_the_position_through_a_journaled_exit(
     flattens = [row for row in first["risk_events"] if row[4] == "flatten_symbol"]
     assert flattens and all(row[3] == "hold_time_exit" for row in flattens)
     # trades columns: entry_ts 3, exit_ts 4, exit_reason 14
-    by_rule = [row for row in first["trades"] if row[14] == "risk:hold_time_exit"]
+    by_rule = [row for row in first["trades"] if row[EXIT_REASON] == "risk:hold_time_exit"]
     assert by_rule, "some round trips must end by the rule's flatten"
     for trade in by_rule:  # closed at the first 1-second check past 5 s, filled after latency
         assert 5 * 10**9 <= trade[4] - trade[3] <= 7 * 10**9, trade
@@ -103,7 +108,7 @@ def test_a_shorter_check_timeframe_makes_flattens_prompt(tmp_path: Path, klines_
     for check, (low, high) in ((None, (4.9, 5.1)), ("1m", (2.9, 3.1))):
         trades = _ema_cross_with_time_exit(tape, tmp_path / f"{check}.duckdb", check)
         durations = [(int(row[4]) - int(row[3])) / minute  # exit_ts - entry_ts, in minutes
-                     for row in trades if row[14] == "risk:hold_time_exit"]
+                     for row in trades if row[EXIT_REASON] == "risk:hold_time_exit"]
         assert len(durations) >= 5, (check, durations)
         assert all(low <= duration <= high for duration in durations), (check, durations)
     with pytest.raises(ValueError, match="check_timeframe '15m' is not computed"):
