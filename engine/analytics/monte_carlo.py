@@ -56,10 +56,24 @@ def trade_returns(pnl: np.ndarray, initial_equity: float) -> np.ndarray:
     return pnl / before
 
 
+def _draw(rng: np.random.Generator, returns: np.ndarray, method: Method,
+          rows: int) -> np.ndarray:
+    """`rows` simulated sequences of the trade returns, by `method` (module docs)."""
+    shape = (rows, len(returns))
+    if method == "reorder":
+        return rng.permuted(np.broadcast_to(returns, shape), axis=1)
+    return returns[rng.integers(0, len(returns), shape)]
+
+
+def _equity(returns: np.ndarray) -> np.ndarray:
+    """Equity from 1.0 before each trade and after the last: (rows, trades + 1)."""
+    return np.concatenate([np.ones((len(returns), 1)), np.cumprod(1.0 + returns, axis=1)],
+                          axis=1)
+
+
 def _paths(returns: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row statistics of (block, trades) return paths."""
-    equity = np.cumprod(1.0 + returns, axis=1)
-    with_start = np.concatenate([np.ones((len(equity), 1)), equity], axis=1)
+    with_start = _equity(returns)
     peaks = np.maximum.accumulate(with_start, axis=1)
     drawdown = 1.0 - with_start / peaks
     steps = np.arange(with_start.shape[1])
@@ -69,7 +83,7 @@ def _paths(returns: np.ndarray) -> dict[str, np.ndarray]:
                                                                                  np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         sharpe = returns.mean(axis=1) / deviation
-    return {"total_return": equity[:, -1] - 1.0, "max_drawdown": drawdown.max(axis=1),
+    return {"total_return": with_start[:, -1] - 1.0, "max_drawdown": drawdown.max(axis=1),
             "sharpe": sharpe, "time_to_recover": since_peak.max(axis=1).astype(np.float64),
             "minimum": with_start.min(axis=1)}
 
@@ -88,11 +102,7 @@ def simulate(returns: np.ndarray, method: Method,
     done = 0
     while done < config.simulations:
         block = min(_BLOCK, config.simulations - done)
-        if method == "reorder":
-            drawn = rng.permuted(np.broadcast_to(returns, (block, len(returns))), axis=1)
-        else:
-            drawn = returns[rng.integers(0, len(returns), (block, len(returns)))]
-        for name, values in _paths(drawn).items():
+        for name, values in _paths(_draw(rng, returns, method, block)).items():
             columns.setdefault(name, []).append(values)
         done += block
     stats = {name: np.concatenate(parts) for name, parts in columns.items()}
@@ -120,10 +130,5 @@ def fan(returns: np.ndarray, method: Method, config: MonteCarloConfig,
     of shape (len(levels), trades + 1), for the report's fan chart."""
     returns = np.asarray(returns, np.float64)
     rng = np.random.default_rng(config.seed)
-    shape = (min(paths, config.simulations), len(returns))
-    if method == "reorder":
-        drawn = rng.permuted(np.broadcast_to(returns, shape), axis=1)
-    else:
-        drawn = returns[rng.integers(0, len(returns), shape)]
-    equity = np.concatenate([np.ones((shape[0], 1)), np.cumprod(1.0 + drawn, axis=1)], axis=1)
-    return np.percentile(equity, levels, axis=0)
+    drawn = _draw(rng, returns, method, min(paths, config.simulations))
+    return np.percentile(_equity(drawn), levels, axis=0)
