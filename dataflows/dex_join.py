@@ -51,19 +51,7 @@ def _slice(columns: DexColumns, start: int, stop: int) -> DexColumns:
     """The events with start <= ts < stop."""
     swaps = slice(*np.searchsorted(columns.swap_ts, [start, stop], "left"))
     liquidity = slice(*np.searchsorted(columns.liquidity_ts, [start, stop], "left"))
-    return DexColumns(columns.swap_ts[swaps], columns.price[swaps], columns.base_amount[swaps],
-                      columns.quote_amount[swaps], columns.liquidity_ts[liquidity],
-                      columns.liquidity[liquidity])
-
-
-def _concat(first: DexColumns, second: DexColumns) -> DexColumns:
-    return DexColumns(*(np.concatenate([a, b]) for a, b in zip(
-        _fields(first), _fields(second), strict=True)))
-
-
-def _fields(columns: DexColumns) -> tuple[np.ndarray, ...]:
-    return (columns.swap_ts, columns.price, columns.base_amount, columns.quote_amount,
-            columns.liquidity_ts, columns.liquidity)
+    return columns.take(swaps, liquidity)
 
 
 def dex_chunks(tape: Path, symbol: str, chunk_ns: int) -> Iterator[DexChunk]:
@@ -143,8 +131,8 @@ class DexJoinState:
     held: deque[FeatureBatch] = field(default_factory=deque)
 
     def on_dex(self, chunk: DexChunk) -> None:
-        self.history = chunk.columns if self.history is None else _concat(
-            self.history, chunk.columns)
+        self.history = chunk.columns if self.history is None else self.history.concat(
+            chunk.columns)
         self.dex_watermark = max(self.dex_watermark, chunk.watermark)
         self.dex_ended = self.dex_ended or chunk.end_of_stream
 
@@ -164,7 +152,7 @@ class DexJoinState:
     def _with_dex(self, frame: BarColumns) -> BarColumns:
         at = frame.columns["ts_close"].astype(np.int64) - 1
         if self.history is None or not len(at):
-            features = dex_features(_empty(), at)
+            features = dex_features(DexColumns.empty(), at)
         else:
             features = dex_features(self.history, at)
         columns = dict(frame.columns)
@@ -180,15 +168,7 @@ class DexJoinState:
         swaps = max(0, int(np.searchsorted(self.history.swap_ts, cutoff, "left")) - 1)
         liquidity = max(0, int(np.searchsorted(self.history.liquidity_ts, cutoff, "left")) - 1)
         if swaps or liquidity:
-            h = self.history
-            self.history = DexColumns(h.swap_ts[swaps:], h.price[swaps:],
-                                      h.base_amount[swaps:], h.quote_amount[swaps:],
-                                      h.liquidity_ts[liquidity:], h.liquidity[liquidity:])
-
-
-def _empty() -> DexColumns:
-    empty_ts, empty = np.empty(0, np.int64), np.empty(0, np.float64)
-    return DexColumns(empty_ts, empty, empty, empty, empty_ts, empty)
+            self.history = self.history.take(slice(swaps, None), slice(liquidity, None))
 
 
 def join_dex(

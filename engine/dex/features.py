@@ -55,6 +55,24 @@ class DexColumns:
                    column(swaps, "base_amount")[order], column(swaps, "quote_amount")[order],
                    events_ts[chain], events_value[chain])
 
+    @classmethod
+    def empty(cls) -> DexColumns:
+        no_times, no_values = np.empty(0, np.int64), np.empty(0, np.float64)
+        return cls(no_times, no_values, no_values, no_values, no_times, no_values)
+
+    def take(self, swaps: slice, liquidity: slice) -> DexColumns:
+        """The swaps and liquidity observations at these positions."""
+        return DexColumns(self.swap_ts[swaps], self.price[swaps], self.base_amount[swaps],
+                          self.quote_amount[swaps], self.liquidity_ts[liquidity],
+                          self.liquidity[liquidity])
+
+    def concat(self, later: DexColumns) -> DexColumns:
+        """These events followed by `later`'s (which must all come after them)."""
+        return DexColumns(*(np.concatenate([mine, theirs]) for mine, theirs in (
+            (self.swap_ts, later.swap_ts), (self.price, later.price),
+            (self.base_amount, later.base_amount), (self.quote_amount, later.quote_amount),
+            (self.liquidity_ts, later.liquidity_ts), (self.liquidity, later.liquidity))))
+
     def block_times(self) -> np.ndarray:
         """The distinct swap times: where features are usually evaluated."""
         return np.unique(self.swap_ts)
