@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource
 
+from dataflows.sources import IteratorPartition
 from engine.batches import BarColumns, FeatureBatch
 from engine.dex.features import DexColumns, dex_features
 from engine.signal_features import DEX_PREFIX
@@ -77,25 +78,6 @@ def dex_chunks(tape: Path, symbol: str, chunk_ns: int) -> Iterator[DexChunk]:
         start, sequence = stop, sequence + 1
 
 
-class _DexPartition(StatefulSourcePartition[DexChunk, int]):
-    """One pool's slices, one per poll; remembers how many it has emitted."""
-
-    def __init__(self, chunks: Iterator[DexChunk], resume_state: int | None) -> None:
-        self._chunks = chunks
-        self._emitted = 0
-        for _ in range(resume_state or 0):
-            next(self._chunks)
-            self._emitted += 1
-
-    def next_batch(self) -> list[DexChunk]:
-        chunk = next(self._chunks)  # StopIteration ends the partition
-        self._emitted += 1
-        return [chunk]
-
-    def snapshot(self) -> int:
-        return self._emitted
-
-
 class DexTapeSource(FixedPartitionedSource[DexChunk, int]):
     """DEX tapes, one partition per pool, each keyed on the CEX pair it leads."""
 
@@ -115,9 +97,10 @@ class DexTapeSource(FixedPartitionedSource[DexChunk, int]):
     def list_parts(self) -> list[str]:
         return sorted(self._pools)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _DexPartition:
-        return _DexPartition(dex_chunks(self._pools[for_part], for_part, self._chunk_ns),
-                             resume_state)
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: int | None) -> IteratorPartition[DexChunk]:
+        return IteratorPartition(dex_chunks(self._pools[for_part], for_part, self._chunk_ns),
+                                 resume_state)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -20,6 +21,7 @@ from engine.batches import DeadLetter, MarketChunk, TradeColumns
 from storage.tape import TapeReader
 
 ProgressCallback = Callable[[int], None]
+Item = TypeVar("Item")
 
 
 def _noop(_events: int) -> None:
@@ -36,27 +38,36 @@ def events_in(chunk: MarketChunk) -> int:
             + len(chunk.feed_events))
 
 
-class _IteratorPartition(StatefulSourcePartition[MarketChunk, int]):
-    """Emits one chunk per poll and remembers how many it has emitted."""
+class IteratorPartition(StatefulSourcePartition[Item, int]):
+    """Emits one item per poll and remembers how many it has emitted; `on_item` sees each one
+    (a progress count) before it leaves."""
 
-    def __init__(
-        self, chunks: Iterator[MarketChunk], resume_state: int | None, progress: ProgressCallback
-    ) -> None:
-        self._chunks = chunks
+    def __init__(self, items: Iterator[Item], resume_state: int | None,
+                 on_item: Callable[[Item], None] | None = None) -> None:
+        self._items = items
         self._emitted = 0
-        self._progress = progress
+        self._on_item = on_item
         for _ in range(resume_state or 0):
-            next(self._chunks)
+            next(self._items)
             self._emitted += 1
 
-    def next_batch(self) -> list[MarketChunk]:
-        chunk = next(self._chunks)  # StopIteration ends the partition
+    def next_batch(self) -> list[Item]:
+        item = next(self._items)  # StopIteration ends the partition
         self._emitted += 1
-        self._progress(events_in(chunk))
-        return [chunk]
+        if self._on_item is not None:
+            self._on_item(item)
+        return [item]
 
     def snapshot(self) -> int:
         return self._emitted
+
+
+def _counting(progress: ProgressCallback) -> Callable[[MarketChunk], None]:
+    """Reports each chunk's venue events to `progress`."""
+    def count(chunk: MarketChunk) -> None:
+        progress(events_in(chunk))
+
+    return count
 
 
 class TapeSource(FixedPartitionedSource[MarketChunk, int]):
@@ -80,12 +91,12 @@ class TapeSource(FixedPartitionedSource[MarketChunk, int]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
-    ) -> _IteratorPartition:
+    ) -> IteratorPartition[MarketChunk]:
         reader = TapeReader(self._path)
         chunks = reader.iter_chunks(
             self._batch_rows, self._batch_duration_ns, symbols=[for_part]
         )
-        return _IteratorPartition(chunks, resume_state, self._progress)
+        return IteratorPartition(chunks, resume_state, _counting(self._progress))
 
 
 def capture_chunks(
@@ -144,6 +155,6 @@ class CaptureSource(FixedPartitionedSource[MarketChunk, int]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
-    ) -> _IteratorPartition:
+    ) -> IteratorPartition[MarketChunk]:
         chunks = capture_chunks(self._paths, self._chunk_lines, self._symbol_hint, self._venue)
-        return _IteratorPartition(chunks, resume_state, self._progress)
+        return IteratorPartition(chunks, resume_state, _counting(self._progress))
