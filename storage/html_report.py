@@ -20,7 +20,7 @@ import numpy as np
 from engine.analytics import svg
 from engine.analytics.monte_carlo import MonteCarloConfig, fan, trade_returns
 from storage.performance_report import journal_monte_carlo, journal_performance, load_curve
-from storage.report import run_record
+from storage.report import initial_equity_in, run_record
 
 NS_PER_DAY = 86_400_000_000_000
 _STYLE = """
@@ -53,7 +53,7 @@ def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -
     from engine.cli_research import PERFORMANCE_ROWS
 
     record = run_record(journal)
-    initial = float(record.get("config", {}).get("initial_equity", 100_000.0))
+    initial = initial_equity_in(record)
     performance = journal_performance(journal, initial)
     metrics = performance["metrics"]
     with duckdb.connect(str(journal), read_only=True) as connection:

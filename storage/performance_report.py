@@ -28,7 +28,7 @@ from engine.analytics.performance import (
     session_of,
     weekday_of,
 )
-from storage.report import run_record
+from storage.report import configured_initial_equity
 
 
 def load_curve(connection: duckdb.DuckDBPyConnection, initial: float) -> EquityCurve:
@@ -42,9 +42,7 @@ def load_curve(connection: duckdb.DuckDBPyConnection, initial: float) -> EquityC
 def journal_performance(journal_path: Path | str,
                         initial_equity: float | None = None) -> dict[str, Any]:
     """Every metric of the module docs, the monthly returns and the breakdowns."""
-    if initial_equity is None:
-        config = run_record(journal_path).get("config", {})
-        initial_equity = float(config.get("initial_equity", 100_000.0))
+    initial_equity = configured_initial_equity(journal_path, initial_equity)
     with duckdb.connect(str(journal_path), read_only=True) as connection:
         curve = load_curve(connection, initial_equity)
         trades = connection.execute(
@@ -110,9 +108,7 @@ def journal_monte_carlo(journal_path: Path | str, simulations: int = 10_000, see
     the span of its equity curve, at least one day)."""
     from engine.analytics.monte_carlo import METHODS, MonteCarloConfig, simulate, trade_returns
 
-    if initial_equity is None:
-        config = run_record(journal_path).get("config", {})
-        initial_equity = float(config.get("initial_equity", 100_000.0))
+    initial_equity = configured_initial_equity(journal_path, initial_equity)
     with duckdb.connect(str(journal_path), read_only=True) as connection:
         pnl = np.asarray([row[0] for row in connection.execute(
             "SELECT pnl FROM trades ORDER BY exit_ts, key").fetchall()], np.float64)

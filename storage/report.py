@@ -34,13 +34,24 @@ def run_record(journal_path: Path | str) -> dict[str, Any]:
     }
 
 
+def initial_equity_in(record: dict[str, Any]) -> float:
+    """The initial equity of a `run_record`'s config (100,000 when the journal has no `runs`
+    row yet)."""
+    return float(record.get("config", {}).get("initial_equity", 100_000.0))
+
+
+def configured_initial_equity(journal_path: Path | str, given: float | None = None) -> float:
+    """`given`, else the run's configured initial equity."""
+    return given if given is not None else initial_equity_in(run_record(journal_path))
+
+
 def journal_summary(journal_path: Path | str, initial_equity: float | None = None
                     ) -> dict[str, Any]:
     """Counts and P&L of a finished run, from its journal tables. The initial equity comes from
     the run's config when not given; events and bars from the run's stored summary."""
     record = run_record(journal_path) if initial_equity is None else {}
     if initial_equity is None:
-        initial_equity = float(record.get("config", {}).get("initial_equity", 100_000.0))
+        initial_equity = initial_equity_in(record)
     with duckdb.connect(str(journal_path), read_only=True) as connection:
         final_equity = _scalar(
             connection, "SELECT equity FROM equity ORDER BY ts_event DESC, key DESC LIMIT 1"
