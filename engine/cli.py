@@ -167,12 +167,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     summary["journal"] = args.journal
     print_summary(summary)
     from engine.cli_research import print_performance
+    from storage.performance_report import journal_monte_carlo, journal_performance
 
-    print_performance(Path(args.journal), args.initial_equity)
+    # computed once for the terminal and the HTML file
+    performance = journal_performance(Path(args.journal), args.initial_equity)
+    carlo = journal_monte_carlo(Path(args.journal), initial_equity=args.initial_equity)
+    print_performance(performance, carlo)
     if args.out:
         from storage.html_report import write_html_report
 
-        written = write_html_report(args.journal, args.out, args.walkforward)
+        written = write_html_report(args.journal, args.out, args.walkforward, performance,
+                                    carlo, args.initial_equity)
         print(f"\n  report written to {written}")
     return 0
 

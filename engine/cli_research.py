@@ -60,35 +60,18 @@ def format_diff(report: dict[str, Any], limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-PERFORMANCE_ROWS = (
-    ("total_return", "total return", "pct"), ("cagr", "CAGR (365-day year)", "pct"),
-    ("sharpe", "Sharpe (daily, x sqrt 365)", "num"), ("sortino", "Sortino", "num"),
-    ("max_drawdown", "max drawdown", "pct"), ("calmar", "Calmar", "num"),
-    ("win_rate", "win rate", "pct"), ("average_rr", "average R:R", "num"),
-    ("profit_factor", "profit factor", "num"), ("expectancy_r", "expectancy (R)", "num"),
-    ("recovery_factor", "recovery factor", "num"), ("fee_to_pnl", "fees / P&L before fees",
-                                                     "pct"),
-    ("positive_months", "positive months", "pct"), ("alpha", "alpha (annual)", "pct"),
-    ("beta", "beta", "num"), ("information_ratio", "information ratio", "num"),
-)
+def print_performance(performance: dict[str, Any], carlo: dict[str, Any]) -> None:
+    """`storage.performance_report`'s metrics and Monte Carlo under the run summary."""
+    from engine.analytics.performance import METRIC_ROWS
 
-
-def print_performance(journal: Path, initial_equity: float | None = None) -> None:
-    """The metrics of `storage.performance_report` under the run summary."""
-    from storage.performance_report import journal_performance
-
-    report = journal_performance(journal, initial_equity)
-    metrics = report["metrics"]
-    width = max(len(label) for _, label, _ in PERFORMANCE_ROWS)
+    metrics = performance["metrics"]
+    width = max(len(label) for _, label, _ in METRIC_ROWS)
     print()
-    for key, label, kind in PERFORMANCE_ROWS:
+    for key, label, kind in METRIC_ROWS:
         value = metrics.get(key, float("nan"))
         text = f"{value:.2%}" if kind == "pct" else f"{value:.3f}"
         print(f"  {label:<{width}}  {'n/a' if value != value else text}")
-    print(f"  {'benchmark':<{width}}  {report['benchmark']}")
-    from storage.performance_report import journal_monte_carlo
-
-    carlo = journal_monte_carlo(journal, initial_equity=initial_equity)
+    print(f"  {'benchmark':<{width}}  {performance['benchmark']}")
     if "skipped" in carlo:
         print(f"  {'Monte Carlo':<{width}}  {carlo['skipped']}")
         return

@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.analytics import svg
 from engine.analytics.monte_carlo import MonteCarloConfig, fan, trade_returns
+from engine.analytics.performance import METRIC_ROWS, drawdown_series
 from storage.performance_report import journal_monte_carlo, journal_performance, load_curve
 from storage.report import initial_equity_in, run_record
 
@@ -48,13 +49,15 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -> str:
-    """The report of the module docs as an HTML string."""
-    from engine.cli_research import PERFORMANCE_ROWS
-
+def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None,
+               performance: dict[str, Any] | None = None, carlo: dict[str, Any] | None = None,
+               initial_equity: float | None = None) -> str:
+    """The report of the module docs as an HTML string; `performance` and `carlo` are computed
+    here unless the caller already has them (`journal_performance`, `journal_monte_carlo`)."""
     record = run_record(journal)
-    initial = initial_equity_in(record)
-    performance = journal_performance(journal, initial)
+    initial = initial_equity if initial_equity is not None else initial_equity_in(record)
+    performance = performance or journal_performance(journal, initial)
+    carlo = carlo or journal_monte_carlo(journal, initial_equity=initial)
     metrics = performance["metrics"]
     with duckdb.connect(str(journal), read_only=True) as connection:
         curve = load_curve(connection, initial)
@@ -70,18 +73,17 @@ def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -
              f"{html.escape(str(record.get('config', {}).get('name', '')))}</p>",
              "<h2>Metrics</h2>",
              _table([{"metric": label, "value": _number(metrics.get(key), kind)}
-                     for key, label, kind in PERFORMANCE_ROWS]
+                     for key, label, kind in METRIC_ROWS]
                     + [{"metric": "benchmark", "value": performance["benchmark"]}],
                     ["metric", "value"])]
     if len(curve.ts):
         days = (curve.ts - curve.ts[0]) / NS_PER_DAY
-        peaks = np.maximum.accumulate(np.r_[initial, curve.equity])[1:]
+        falls, peaks = drawdown_series(curve)
         parts += ["<h2>Equity and drawdown</h2>",
                   svg.line_chart("equity (x: days)", days, [("equity", curve.equity,
                                                              "#1f4e79")]),
                   svg.line_chart("drawdown (x: days)", days,
-                                 [("drawdown", -(peaks - curve.equity) / peaks, "#c62828")],
-                                 ".1%")]
+                                 [("drawdown", -falls / peaks, "#c62828")], ".1%")]
     if closes and symbol is not None:
         start = closes[0][0]
         x = (np.asarray([row[0] for row in closes], np.int64) - start) / NS_PER_DAY
@@ -93,7 +95,7 @@ def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -
             [((row[3] - start) / NS_PER_DAY, row[5], row[6]) for row in mine])]
     parts += ["<h2>Monthly returns</h2>", svg.heatmap("monthly returns",
                                                       performance["monthly_returns"])]
-    parts += _monte_carlo_section(journal, initial, [row[6] for row in trades])
+    parts += _monte_carlo_section(carlo, initial, [row[6] for row in trades])
     parts += _post_trade_section(journal)
     for name, rows in performance["breakdowns"].items():
         if rows:
@@ -106,8 +108,8 @@ def build_html(journal: Path | str, walkforward: dict[str, Any] | None = None) -
             + "".join(parts) + "</body></html>")
 
 
-def _monte_carlo_section(journal: Path | str, initial: float, pnl: list[float]) -> list[str]:
-    carlo = journal_monte_carlo(journal, initial_equity=initial)
+def _monte_carlo_section(carlo: dict[str, Any], initial: float,
+                         pnl: list[float]) -> list[str]:
     if "skipped" in carlo:
         return ["<h2>Monte Carlo</h2>", f"<p>{html.escape(carlo['skipped'])}</p>"]
     returns = trade_returns(np.asarray(pnl, np.float64), initial)
@@ -168,10 +170,13 @@ def _walkforward_section(report: dict[str, Any]) -> list[str]:
 
 
 def write_html_report(journal: Path | str, out: Path | str,
-                      walkforward: Path | str | None = None) -> Path:
+                      walkforward: Path | str | None = None,
+                      performance: dict[str, Any] | None = None,
+                      carlo: dict[str, Any] | None = None,
+                      initial_equity: float | None = None) -> Path:
     """Write the report; `walkforward` is a `walkforward.json` to include."""
     report = json.loads(Path(walkforward).read_text()) if walkforward is not None else None
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(build_html(journal, report))
+    target.write_text(build_html(journal, report, performance, carlo, initial_equity))
     return target

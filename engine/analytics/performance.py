@@ -45,6 +45,18 @@ from typing import Any
 import numpy as np
 
 DAYS_PER_YEAR = 365
+# The metrics a report shows, in order: (key, label, "pct" or "num").
+METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("total_return", "total return", "pct"), ("cagr", "CAGR (365-day year)", "pct"),
+    ("sharpe", "Sharpe (daily, x sqrt 365)", "num"), ("sortino", "Sortino", "num"),
+    ("max_drawdown", "max drawdown", "pct"), ("calmar", "Calmar", "num"),
+    ("win_rate", "win rate", "pct"), ("average_rr", "average R:R", "num"),
+    ("profit_factor", "profit factor", "num"), ("expectancy_r", "expectancy (R)", "num"),
+    ("recovery_factor", "recovery factor", "num"),
+    ("fee_to_pnl", "fees / P&L before fees", "pct"),
+    ("positive_months", "positive months", "pct"), ("alpha", "alpha (annual)", "pct"),
+    ("beta", "beta", "num"), ("information_ratio", "information ratio", "num"),
+)
 NS_PER_DAY = 86_400_000_000_000
 SESSIONS = (("asia", 22, 8), ("europe", 8, 14), ("us", 14, 22))
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -104,13 +116,19 @@ def sortino(returns: np.ndarray) -> float:
         math.nan)
 
 
+def drawdown_series(curve: EquityCurve) -> tuple[np.ndarray, np.ndarray]:
+    """(fall below the peak so far, that peak) at each row, the starting equity counting as a
+    peak."""
+    peaks = np.maximum.accumulate(np.r_[curve.initial, curve.equity])[1:]
+    return peaks - curve.equity, peaks
+
+
 def drawdowns(curve: EquityCurve) -> tuple[float, float]:
     """(max drawdown as a fraction, in currency), the starting equity counting as a peak."""
     if not len(curve.equity):
         return 0.0, 0.0
-    peaks = np.maximum.accumulate(np.r_[curve.initial, curve.equity])
-    falls = peaks - np.r_[curve.initial, curve.equity]
-    return float(np.max(falls / peaks)), float(np.max(falls))
+    falls, peaks = drawdown_series(curve)
+    return max(0.0, float(np.max(falls / peaks))), max(0.0, float(np.max(falls)))
 
 
 def cagr(curve: EquityCurve) -> float:
