@@ -97,7 +97,7 @@ class SignalLearner:
     def _label(self, waiting: _Waiting) -> tuple[str, float | None, str]:
         if math.isnan(waiting.best):
             reason = "no bar closed within the horizon"
-            self.learner.pending.pop(waiting.signal_id, None)
+            self.learner.forget(waiting.signal_id)
             return waiting.signal_id, None, reason
         minutes = (waiting.best_ts - waiting.ts_event) / NS_PER_MINUTE
         reward = (waiting.direction * (waiting.best - waiting.entry) / waiting.entry
@@ -117,7 +117,7 @@ class SignalLearner:
             self._waiting.append(_Waiting(signal_id, ts_event, direction, entry,
                                           dict(features), prediction))
         else:
-            self.learner.pending.pop(signal_id, None)
+            self.learner.forget(signal_id)
             self._unscorable.append(signal_id)
         return prediction
 

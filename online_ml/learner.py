@@ -100,6 +100,13 @@ class DelayedLearner:
             heapq.heappush(self.labelled, (sample.ready_at, sample.ts_event, sample_id))
         sample.target = float(target)
 
+    def forget(self, sample_id: str) -> None:
+        """Drop an unlabelled pending sample that will never get a label (its labeller says
+        why); unknown ids are ignored."""
+        sample = self.pending.get(sample_id)
+        if sample is not None and sample.target is None:
+            del self.pending[sample_id]
+
     def advance(self, now: int) -> list[LearnedSample]:
         """Learn every labelled sample whose horizon has passed by `now`, oldest horizon first."""
         self.clock = max(self.clock, now)

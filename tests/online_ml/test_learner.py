@@ -110,3 +110,15 @@ def test_snapshot_restores_model_and_pending_samples() -> None:
             each.predict(f"s{step}", step, {"x": step % 9 / 9.0})
             each.label(f"s{step}", (step % 9) / 3.0)
         assert learner.advance(step) == restored.advance(step)
+
+
+def test_forget_drops_an_unlabelled_sample_and_keeps_a_labelled_one() -> None:
+    learner = DelayedLearner(make_regressor("linear"), horizon_ns=10)
+    learner.predict("never", 0, {"x": 1.0})
+    learner.predict("labelled", 0, {"x": 2.0})
+    learner.label("labelled", 1.0)
+    learner.forget("never")
+    learner.forget("labelled")
+    learner.forget("unknown")
+    assert list(learner.pending) == ["labelled"]
+    assert [sample.sample_id for sample in learner.advance(10)] == ["labelled"]
